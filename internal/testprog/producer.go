@@ -1,0 +1,274 @@
+package testprog
+
+import (
+	"errors"
+	"math"
+	"runtime"
+	"testing"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
+)
+
+// maxInsns is the kernel's limit on the length of a privileged program.
+const maxInsns = 1_000_000
+
+// numSlots is the number of budget slots, which bounds the number of
+// concurrent Run calls on one Producer (more wait for a free slot).
+const numSlots = 64
+
+// budget is one slot's value in the budget map: the runs left for the test
+// run that holds the slot. A whole cache line, so that concurrent runs on
+// different CPUs do not share one.
+type budget [8]uint64
+
+// skbContext is the start of struct __sk_buff, passed as the test run's
+// context to set skb->mark.
+type skbContext struct {
+	Len, PktType, Mark uint32
+}
+
+// packet is the input of every test run: a zeroed minimal Ethernet frame. A
+// global, so that the memory the kernel reads never moves.
+var packet [64]byte
+
+// slotContexts[i] is the test run context for budget slot i (a global, like
+// packet).
+var slotContexts = func() (c [numSlots]skbContext) {
+	for i := range c {
+		c[i].Mark = uint32(i)
+	}
+	return c
+}()
+
+// Producer is a loaded producer program with its per-CPU state map.
+//
+// At most one run of a Producer's program may execute on a CPU at a time:
+// the kernel may preempt a test run, and two runs interleaved on one CPU
+// would break the per-CPU seq order. Use RunOnCPU with distinct CPUs to
+// produce concurrently, not concurrent Run calls.
+type Producer struct {
+	prog    *ebpf.Program
+	state   *ebpf.Map
+	budgets *ebpf.Map
+	slots   chan uint32 // free budget slots
+}
+
+// Counts are the producer program's own counters.
+type Counts struct {
+	Submitted uint64 // records submitted (or output), so deliverable
+	Discarded uint64 // reservations discarded
+	Dropped   uint64 // reservations or outputs that failed: ring full
+}
+
+// CPUCounts are the counters of one CPU.
+type CPUCounts struct {
+	Counts
+	// Seq is the next seq the CPU will use, i.e. the number of successful
+	// reservations: Submitted + Discarded.
+	Seq uint64
+}
+
+// NewProducer validates spec, assembles its program (a socket filter) and
+// loads it with fresh per-CPU counters. Everything is closed when the test
+// ends.
+func NewProducer(tb testing.TB, spec Spec) *Producer {
+	tb.Helper()
+	RequireBPF(tb)
+	switch {
+	case spec.Ring == nil:
+		tb.Fatalf("testprog: Spec.Ring is nil")
+	case spec.Size < 1 || spec.Size > MaxSize:
+		tb.Fatalf("testprog: Spec.Size %d out of range [1, %d]", spec.Size, MaxSize)
+	case spec.Batch < 0 || spec.Batch > MaxBatch:
+		tb.Fatalf("testprog: Spec.Batch %d out of range [0, %d]", spec.Batch, MaxBatch)
+	case spec.Flags != 0 && spec.Flags != NoWakeup && spec.Flags != ForceWakeup:
+		tb.Fatalf("testprog: Spec.Flags %#x is not 0, NoWakeup or ForceWakeup", spec.Flags)
+	case spec.DiscardEvery < 0 || spec.DiscardEvery > math.MaxInt32:
+		tb.Fatalf("testprog: Spec.DiscardEvery %d out of range", spec.DiscardEvery)
+	case spec.Output && spec.DiscardEvery != 0:
+		tb.Fatalf("testprog: Spec.Output cannot discard (DiscardEvery %d)", spec.DiscardEvery)
+	}
+	spec.Batch = max(spec.Batch, 1)
+
+	m := maps{
+		ring:    spec.Ring,
+		state:   newMap(tb, ebpf.PerCPUArray, int(unsafe.Sizeof(stateValue{})), 1),
+		budgets: newMap(tb, ebpf.Array, int(unsafe.Sizeof(budget{})), numSlots),
+	}
+	if spec.Output {
+		m.scratch = newMap(tb, ebpf.PerCPUArray, (spec.Size+7)&^7, 1)
+	}
+	insns := spec.program(m)
+	if n := insns.Size() / asm.InstructionSize; n > maxInsns {
+		tb.Fatalf("testprog: the program for Size %d and Batch %d needs %d instructions, more than the kernel's %d; lower Batch",
+			spec.Size, spec.Batch, n, maxInsns)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "testprog",
+		Type:         ebpf.SocketFilter,
+		License:      license,
+		Instructions: insns,
+	})
+	if err != nil {
+		tb.Fatalf("testprog: load producer program: %v", err)
+	}
+	tb.Cleanup(func() { prog.Close() })
+
+	p := &Producer{prog: prog, state: m.state, budgets: m.budgets, slots: make(chan uint32, numSlots)}
+	for i := range uint32(numSlots) {
+		p.slots <- i
+	}
+	return p
+}
+
+func newMap(tb testing.TB, typ ebpf.MapType, valueSize, entries int) *ebpf.Map {
+	tb.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Type:       typ,
+		KeySize:    4,
+		ValueSize:  uint32(valueSize),
+		MaxEntries: uint32(entries),
+	})
+	if err != nil {
+		tb.Fatalf("testprog: create %s map: %v", typ, err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	return m
+}
+
+// Run runs the program exactly runs times (BPF_PROG_TEST_RUN with a repeat
+// count) on whatever CPU the calling thread is on; the kernel may migrate it
+// between runs, and records carry their CPU. It fails the test on error.
+//
+// Exactness: a signal interrupts a test run with EINTR without saying how many
+// runs were done, and cilium/ebpf's Program.Run then restarts the whole count
+// transparently, so it may run the program more often than asked (and never
+// finish under frequent signals). Run therefore gives each call a budget
+// slot, passed to the program in skb->mark: every run takes one from the
+// budget and does nothing once it is spent, and after EINTR Run asks the
+// kernel only for the runs the budget still holds.
+func (p *Producer) Run(tb testing.TB, runs int) {
+	tb.Helper()
+	if runs < 0 {
+		tb.Fatalf("testprog: Run(%d): negative count", runs)
+	}
+	if runs == 0 {
+		return
+	}
+	slot := <-p.slots
+	defer func() { p.slots <- slot }()
+
+	if err := p.budgets.Update(slot, budget{uint64(runs)}, ebpf.UpdateAny); err != nil {
+		tb.Fatalf("testprog: set run budget: %v", err)
+	}
+	for left := uint64(runs); left > 0; {
+		repeat := uint32(min(left, math.MaxUint32))
+		err := testRun(p.prog.FD(), repeat, &slotContexts[slot])
+		switch {
+		case err == nil:
+			left -= uint64(repeat)
+		case errors.Is(err, unix.EINTR):
+			var b budget
+			if err := p.budgets.Lookup(slot, &b); err != nil {
+				tb.Fatalf("testprog: read run budget: %v", err)
+			}
+			left = b[0]
+		default:
+			tb.Fatalf("testprog: BPF_PROG_TEST_RUN: %v", err)
+		}
+	}
+}
+
+// testRun issues BPF_PROG_TEST_RUN for the program fd with the package's
+// packet as data and ctx as context.
+func testRun(fd int, repeat uint32, ctx *skbContext) error {
+	// The test member of union bpf_attr. Pointers are passed as integers:
+	// packet and slotContexts are globals, which never move.
+	attr := struct {
+		progFD, retval, dataSizeIn, dataSizeOut uint32
+		dataIn, dataOut                         uint64
+		repeat, duration, ctxSizeIn, ctxSizeOut uint32
+		ctxIn, ctxOut                           uint64
+		flags, cpu, batchSize, _                uint32
+	}{
+		progFD:     uint32(fd),
+		dataSizeIn: uint32(len(packet)),
+		dataIn:     uint64(uintptr(unsafe.Pointer(&packet[0]))),
+		repeat:     repeat,
+		ctxSizeIn:  uint32(unsafe.Sizeof(*ctx)),
+		ctxIn:      uint64(uintptr(unsafe.Pointer(ctx))),
+	}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN,
+		uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// RunOnCPU runs the program exactly runs times on the given CPU: it locks the
+// goroutine to its thread, pins the thread to cpu, runs, then restores the
+// thread's affinity and unlocks it. Calls for different CPUs may run
+// concurrently. Like every testing.TB failure, a failure called from a
+// goroutine other than the test's ends only that goroutine.
+func (p *Producer) RunOnCPU(tb testing.TB, cpu, runs int) {
+	tb.Helper()
+	runtime.LockOSThread()
+	var old unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("testprog: get CPU affinity: %v", err)
+	}
+	var set unix.CPUSet
+	if cpu < 0 || cpu >= len(set)*64 {
+		runtime.UnlockOSThread()
+		tb.Fatalf("testprog: CPU %d out of range", cpu)
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		runtime.UnlockOSThread()
+		tb.Fatalf("testprog: pin thread to CPU %d: %v", cpu, err)
+	}
+	defer func() {
+		if err := unix.SchedSetaffinity(0, &old); err != nil {
+			// Keep the thread locked: the runtime then discards it with
+			// its wrong affinity when the goroutine exits.
+			tb.Errorf("testprog: restore CPU affinity: %v", err)
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	p.Run(tb, runs)
+}
+
+// PerCPU returns the program's counters for each possible CPU.
+func (p *Producer) PerCPU(tb testing.TB) []CPUCounts {
+	tb.Helper()
+	var values []stateValue
+	if err := p.state.Lookup(uint32(0), &values); err != nil {
+		tb.Fatalf("testprog: read producer state: %v", err)
+	}
+	counts := make([]CPUCounts, len(values))
+	for i, v := range values {
+		counts[i] = CPUCounts{
+			Counts: Counts{Submitted: v.Submitted, Discarded: v.Discarded, Dropped: v.Dropped},
+			Seq:    v.Seq,
+		}
+	}
+	return counts
+}
+
+// Counts returns the program's counters summed over all CPUs.
+func (p *Producer) Counts(tb testing.TB) Counts {
+	tb.Helper()
+	var sum Counts
+	for _, c := range p.PerCPU(tb) {
+		sum.Submitted += c.Submitted
+		sum.Discarded += c.Discarded
+		sum.Dropped += c.Dropped
+	}
+	return sum
+}
