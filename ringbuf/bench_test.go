@@ -1,0 +1,138 @@
+package ringbuf_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	ciliumringbuf "github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfring/bpfring/internal/testprog"
+	"github.com/bpfring/bpfring/ringbuf"
+)
+
+// A reader under benchmark: setup returns a function that reads some
+// records and returns how many.
+type benchReader struct {
+	name  string
+	setup func(b *testing.B, rb *ebpf.Map) func() (int, error)
+}
+
+var benchReaders = []benchReader{
+	{"Consume", func(b *testing.B, rb *ebpf.Map) func() (int, error) {
+		return newBenchManager(b, rb).Consume
+	}},
+	{"Poll", func(b *testing.B, rb *ebpf.Map) func() (int, error) {
+		m := newBenchManager(b, rb)
+		return func() (int, error) {
+			// 0 records is fine (a wake-up that found a record still
+			// being written); a timeout is not.
+			start := time.Now()
+			n, err := m.Poll(time.Second)
+			if err == nil && n == 0 && time.Since(start) >= time.Second {
+				err = errors.New("no record within a second")
+			}
+			return n, err
+		}
+	}},
+	{"cilium-ReadInto", func(b *testing.B, rb *ebpf.Map) func() (int, error) {
+		r, err := ciliumringbuf.NewReader(rb)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { r.Close() })
+		var rec ciliumringbuf.Record
+		sum := 0
+		return func() (int, error) {
+			if err := r.ReadInto(&rec); err != nil {
+				return 0, err
+			}
+			sum += int(rec.RawSample[0]) // touch the record, as the others do
+			return 1, nil
+		}
+	}},
+}
+
+func newBenchManager(b *testing.B, rb *ebpf.Map) *ringbuf.Manager {
+	sum := 0
+	m, err := ringbuf.New(rb, func(data []byte) error {
+		sum += int(data[0])
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	return m
+}
+
+// BenchmarkReaders drains records that a BPF program produces nonstop on
+// CPU 1 (100 records per program run, adaptive wake-ups) from CPU 0, with
+// each reader in turn. An op is one record delivered.
+func BenchmarkReaders(b *testing.B) {
+	for _, size := range []int{8, 256} {
+		for _, reader := range benchReaders {
+			b.Run(fmt.Sprintf("%dB/%s", size, reader.name), func(b *testing.B) {
+				benchRead(b, size, reader)
+			})
+		}
+	}
+}
+
+func benchRead(b *testing.B, size int, reader benchReader) {
+	rb := testprog.NewRingBuf(b, 4<<20)
+	prod := testprog.NewProducer(b, testprog.Spec{Ring: rb, Size: size, Batch: 100})
+	read := reader.setup(b, rb)
+	restore := pinThread(b, 0)
+	defer restore()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			prod.RunOnCPU(b, 1, 100)
+		}
+	})
+	b.ReportAllocs()
+	b.ResetTimer()
+	got := 0
+	for got < b.N {
+		n, err := read()
+		if err != nil {
+			b.Fatal(err)
+		}
+		got += n
+	}
+	b.StopTimer()
+	cancel()
+	wg.Wait()
+
+	elapsed := b.Elapsed().Seconds()
+	counts := prod.Counts(b)
+	b.ReportMetric(float64(got)/elapsed, "records/s")
+	b.ReportMetric(100*float64(counts.Dropped)/float64(counts.Submitted+counts.Dropped), "%dropped")
+}
+
+// pinThread locks the calling goroutine to its thread and pins that to cpu.
+func pinThread(b *testing.B, cpu int) (restore func()) {
+	runtime.LockOSThread()
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		b.Fatal(err)
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		if unix.SchedSetaffinity(0, &old) == nil {
+			runtime.UnlockOSThread()
+		}
+	}
+}
