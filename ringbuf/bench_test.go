@@ -116,6 +116,7 @@ func benchRead(b *testing.B, size int, reader benchReader) {
 	elapsed := b.Elapsed().Seconds()
 	counts := prod.Counts(b)
 	b.ReportMetric(float64(got)/elapsed, "records/s")
+	b.ReportMetric(elapsed*1e9/float64(got), "ns/record")
 	b.ReportMetric(100*float64(counts.Dropped)/float64(counts.Submitted+counts.Dropped), "%dropped")
 }
 

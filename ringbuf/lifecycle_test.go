@@ -318,3 +318,35 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 }
+
+func TestEpollFDInOutsideLoop(t *testing.T) {
+	rb := testprog.NewRingBuf(t, 4096)
+	spec := testprog.Spec{Ring: rb, Size: 8}
+	c := newChecker(t, spec)
+	m := newManager(t, rb, c.callback)
+	epfd, err := m.EpollFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An outside event loop waits on the manager's epoll fd with its own
+	// epoll instance, then reads without waiting.
+	outer, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(outer)
+	if err := unix.EpollCtl(outer, unix.EPOLL_CTL_ADD, epfd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
+		t.Fatal(err)
+	}
+	events := make([]unix.EpollEvent, 1)
+	if n, err := unix.EpollWait(outer, events, 0); n != 0 || err != nil {
+		t.Fatalf("epoll fd readable with an empty ring: %d, %v", n, err)
+	}
+	testprog.NewProducer(t, spec).Run(t, 4)
+	if n, err := unix.EpollWait(outer, events, int(hang/time.Millisecond)); n != 1 || err != nil {
+		t.Fatalf("epoll fd not readable after records arrived: %d, %v", n, err)
+	}
+	if n, err := m.Poll(0); n != 4 || err != nil || c.count() != 4 {
+		t.Fatalf("Poll(0) after the outside loop's wake-up: %d, %v", n, err)
+	}
+}
