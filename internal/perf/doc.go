@@ -1,0 +1,6 @@
+// Package perf wraps the perf_event_open(2) plumbing behind a BPF perf
+// buffer (BPF_MAP_TYPE_PERF_EVENT_ARRAY): opening one PERF_COUNT_SW_BPF_OUTPUT
+// event per CPU, mapping its ring, enabling and disabling it, and listing the
+// online CPUs. It depends only on golang.org/x/sys/unix; reading the ring is
+// the ringbuf package's business.
+package perf

@@ -1,0 +1,183 @@
+package testprog
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+)
+
+// currentCPU is BPF_F_CURRENT_CPU: bpf_perf_event_output writes to the ring
+// of the CPU the program runs on. The upper 32 bits must stay clear.
+const currentCPU = 0xffffffff
+
+// offCtx is the stack slot where the perf producer keeps its context
+// pointer, which bpf_perf_event_output needs and no register is left for.
+const offCtx = -16
+
+// NewPerfEventArray creates a BPF_MAP_TYPE_PERF_EVENT_ARRAY map with the given
+// number of entries (0: one per possible CPU), closed when the test ends.
+func NewPerfEventArray(tb testing.TB, entries int) *ebpf.Map {
+	tb.Helper()
+	RequireBPF(tb)
+	if entries == 0 {
+		n, err := ebpf.PossibleCPU()
+		if err != nil {
+			tb.Fatalf("testprog: possible CPUs: %v", err)
+		}
+		entries = n
+	}
+	if entries < 0 || entries > math.MaxUint32 {
+		tb.Fatalf("testprog: perf event array of %d entries", entries)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Type:       ebpf.PerfEventArray,
+		KeySize:    4,
+		ValueSize:  4,
+		MaxEntries: uint32(entries),
+	})
+	if err != nil {
+		tb.Fatalf("testprog: create perf event array of %d entries: %v", entries, err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	return m
+}
+
+// NewPerfProducer is NewProducer for a perf buffer: spec.Ring is a
+// BPF_MAP_TYPE_PERF_EVENT_ARRAY, and every record is written to a per-CPU
+// scratch value and copied with bpf_perf_event_output(ctx, map,
+// BPF_F_CURRENT_CPU, ...) to the ring of the CPU the program runs on.
+// Flags and DiscardEvery must be 0 and Output is implied. An output that
+// fails (the CPU's ring is full, or no ring is stored for the CPU) counts as
+// Dropped and does not consume a seq, as with Output.
+//
+// The consumer receives each record as the kernel pads it: see
+// [PerfRawSize] and [Spec.CheckPerf].
+func NewPerfProducer(tb testing.TB, spec Spec) *Producer {
+	tb.Helper()
+	RequireBPF(tb)
+	switch {
+	case spec.Ring == nil:
+		tb.Fatalf("testprog: Spec.Ring is nil")
+	case spec.Ring.Type() != ebpf.PerfEventArray:
+		tb.Fatalf("testprog: Spec.Ring is a %s, want a PerfEventArray", spec.Ring.Type())
+	case spec.Size < 1 || spec.Size > MaxSize:
+		tb.Fatalf("testprog: Spec.Size %d out of range [1, %d]", spec.Size, MaxSize)
+	case spec.Batch < 0 || spec.Batch > MaxBatch:
+		tb.Fatalf("testprog: Spec.Batch %d out of range [0, %d]", spec.Batch, MaxBatch)
+	case spec.Flags != 0 || spec.DiscardEvery != 0:
+		tb.Fatalf("testprog: a perf producer takes no Flags (%#x) or DiscardEvery (%d)", spec.Flags, spec.DiscardEvery)
+	}
+	spec.Batch = max(spec.Batch, 1)
+	spec.Output = true
+
+	m := maps{
+		ring:    spec.Ring,
+		state:   newMap(tb, ebpf.PerCPUArray, int(unsafe.Sizeof(stateValue{})), 1),
+		budgets: newMap(tb, ebpf.Array, int(unsafe.Sizeof(budget{})), numSlots),
+		scratch: newMap(tb, ebpf.PerCPUArray, (spec.Size+7)&^7, 1),
+	}
+	insns := spec.perfProgram(m)
+	if n := insns.Size() / asm.InstructionSize; n > maxInsns {
+		tb.Fatalf("testprog: the perf program for Size %d and Batch %d needs %d instructions, more than the kernel's %d; lower Batch",
+			spec.Size, spec.Batch, n, maxInsns)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "testprog_perf",
+		Type:         ebpf.SocketFilter,
+		License:      license,
+		Instructions: insns,
+	})
+	if err != nil {
+		tb.Fatalf("testprog: load perf producer program: %v", err)
+	}
+	tb.Cleanup(func() { prog.Close() })
+
+	p := &Producer{prog: prog, state: m.state, budgets: m.budgets, slots: make(chan uint32, numSlots)}
+	for i := range uint32(numSlots) {
+		p.slots <- i
+	}
+	return p
+}
+
+// perfProgram assembles the perf producer for s (with s.Batch >= 1): the
+// producer program of Spec.program with Output, but with
+// bpf_perf_event_output.
+func (s Spec) perfProgram(m maps) asm.Instructions {
+	var b builder
+	b.emit(asm.StoreMem(asm.RFP, offCtx, asm.R1, asm.DWord))
+	// Take one run from this test run's budget, as Spec.program does.
+	b.emit(
+		asm.LoadMem(asm.R2, asm.R1, skbMarkOffset, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word),
+		asm.LoadMapPtr(asm.R1, m.budgets.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -4),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, bail),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.JEq.Imm(asm.R1, 0, bail),
+		asm.Add.Imm(asm.R1, -1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+	)
+	b.lookup0(m.state, rState)
+	b.lookup0(m.scratch, rRec)
+	b.emit(
+		asm.FnGetSmpProcessorId.Call(),
+		asm.Mov.Reg(rCPU, asm.R0),
+		asm.Ja.Label(recordLabel(0)),
+	)
+	b.mark(bail)
+	b.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
+
+	for i := range s.Batch {
+		b.mark(recordLabel(i))
+		b.emit(asm.LoadMem(rSeq, rState, offSeq, asm.DWord))
+		s.write(&b)
+		b.emit(
+			asm.LoadMem(asm.R1, asm.RFP, offCtx, asm.DWord),
+			asm.LoadMapPtr(asm.R2, m.ring.FD()),
+			asm.LoadImm(asm.R3, currentCPU, asm.DWord),
+			asm.Mov.Reg(asm.R4, rRec),
+			asm.Mov.Imm(asm.R5, int32(s.Size)),
+			asm.FnPerfEventOutput.Call(),
+			asm.JNE.Imm(asm.R0, 0, dropLabel(i)),
+			asm.Mov.Reg(asm.R1, rSeq),
+			asm.Add.Imm(asm.R1, 1),
+			asm.StoreMem(rState, offSeq, asm.R1, asm.DWord),
+		)
+		b.increment(offSubmitted)
+		b.emit(asm.Ja.Label(recordLabel(i + 1)))
+		b.mark(dropLabel(i))
+		b.increment(offDropped)
+	}
+	b.mark(recordLabel(s.Batch))
+	b.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
+	return b.insns
+}
+
+// PerfRawSize is the length of the raw data a perf buffer delivers for a
+// record of size bytes: the kernel pads the raw data with zeros so that,
+// with its 4-byte size field, it fills whole 8-byte words.
+func PerfRawSize(size int) int { return (size+4+7)&^7 - 4 }
+
+// CheckPerf is Check for a record delivered by a perf buffer: raw must be
+// PerfRawSize(s.Size) bytes, the record followed by zero padding.
+func (s Spec) CheckPerf(raw []byte) (Record, error) {
+	if want := PerfRawSize(s.Size); len(raw) != want {
+		return Record{}, fmt.Errorf("perf sample has %d raw bytes, want %d for a %d-byte record", len(raw), want, s.Size)
+	}
+	rec, err := s.Check(raw[:s.Size])
+	if err != nil {
+		return rec, err
+	}
+	for i, c := range raw[s.Size:] {
+		if c != 0 {
+			return rec, fmt.Errorf("perf sample of cpu %d seq %d: padding byte %d is %#02x, want 0", rec.CPU, rec.Seq, s.Size+i, c)
+		}
+	}
+	return rec, nil
+}
