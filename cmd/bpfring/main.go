@@ -22,6 +22,7 @@ type command struct {
 // commands in the order the help lists them.
 var commands = []command{
 	{"snoop", "trace process exec and exit on the host through two ring buffers", runSnoop},
+	{"top", "show every ring buffer on the host: fill level, producer and consumer rates", runTop},
 }
 
 func main() {

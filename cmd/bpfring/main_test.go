@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -47,7 +48,7 @@ type running struct {
 
 // start runs the command line in a goroutine; it is stopped when the test
 // ends, if not before.
-func start(t *testing.T, args []string, stdout, stderr *syncBuffer) *running {
+func start(t *testing.T, args []string, stdout, stderr io.Writer) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{args: args, cancel: cancel, done: make(chan struct{})}
@@ -122,6 +123,10 @@ func TestUsage(t *testing.T) {
 		{"snoop argument", []string{"snoop", "extra"}, usage(false), 2, "snoop takes no arguments"},
 		{"snoop negative duration", []string{"snoop", "-duration", "-1s"}, usage(false), 2, "-duration -1s is negative"},
 		{"snoop negative pid", []string{"snoop", "-pid", "-2"}, usage(false), 2, "-pid -2 is negative"},
+		{"top help", []string{"top", "-h"}, help, 0, "Usage: bpfring top"},
+		{"top argument", []string{"top", "x"}, usage(false), 2, "top takes no arguments"},
+		{"top negative n", []string{"top", "-n", "-1"}, usage(false), 2, "-n -1 is negative"},
+		{"top zero interval", []string{"top", "-interval", "0s"}, usage(false), 2, "-interval 0s is not positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
