@@ -1,0 +1,9 @@
+package userringbuf_test
+
+import (
+	"testing"
+
+	"github.com/bpfring/bpfring/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
