@@ -89,12 +89,22 @@ type Manager struct {
 	poller     *epoll.Poller
 	maxPerRing int
 
-	pollSem chan struct{}           // held while waiting in epoll; guards events
-	readSem chan struct{}           // held while reading rings; guards next
-	events  []unix.EpollEvent       // epoll_wait results, reused
-	next    int                     // ring Consume starts with, for fairness
-	addMu   sync.Mutex              // serializes Add
-	rings   atomic.Pointer[[]*Ring] // copy-on-write, appended by Add
+	pollSem chan struct{}     // held while waiting in epoll; guards events
+	readSem chan struct{}     // held while reading; guards next, serial and cpuRing.queued
+	events  []unix.EpollEvent // epoll_wait results, reused
+	next    int               // source Consume starts with, for fairness
+	serial  uint64            // counts readReported calls, see cpuRing.readAt
+
+	// pending counts perf rings left with records by a bounded read: their
+	// fds do not poll readable again until the kernel's next wake-up (unlike
+	// ring buffer fds, which poll readable while data waits), so Poll reads
+	// them without a report.
+	pending atomic.Int32
+
+	addMu    sync.Mutex                 // serializes Add and AddPerf
+	sources  atomic.Pointer[[]source]   // copy-on-write; the index is the epoll token
+	rings    atomic.Pointer[[]*Ring]    // copy-on-write, the ring buffers
+	perfMaps atomic.Pointer[[]*PerfMap] // copy-on-write, the perf buffers
 
 	// users counts calls in progress; the last one out after Close releases
 	// the mappings and fds, so that no callback ever reads unmapped memory.
@@ -109,6 +119,42 @@ type Manager struct {
 // it keeps a duplicate of the fd for as long as it needs it, so the caller may
 // close the map at any time and must still close it itself.
 func New(rb Map, fn Callback, opts ...Option) (*Manager, error) {
+	m, err := makeManager(opts)
+	if err != nil {
+		return nil, err
+	}
+	// Check the map before creating fds of our own, so that an error about
+	// a stale fd number cannot end up describing one of ours.
+	kr, err := openKernelRing(rb, fn)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.start(); err != nil {
+		kr.close()
+		return nil, err
+	}
+	if _, err := m.add(kr, rb.FD(), fn); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// NewManager creates a Manager with nothing to consume yet: add ring buffers
+// with Add and perf buffers with AddPerf. Until then Poll only waits and
+// Consume returns 0.
+func NewManager(opts ...Option) (*Manager, error) {
+	m, err := makeManager(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.start(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func makeManager(opts []Option) (*Manager, error) {
 	m := &Manager{
 		maxPerRing: DefaultMaxRecordsPerRing,
 		pollSem:    make(chan struct{}, 1),
@@ -121,22 +167,20 @@ func New(rb Map, fn Callback, opts ...Option) (*Manager, error) {
 			return nil, err
 		}
 	}
+	m.sources.Store(new([]source))
 	m.rings.Store(new([]*Ring))
-	// Check the map before creating fds of our own, so that an error about
-	// a stale fd number cannot end up describing one of ours.
-	kr, err := openKernelRing(rb, fn)
-	if err != nil {
-		return nil, err
-	}
-	if m.poller, err = epoll.New(); err != nil {
-		kr.close()
-		return nil, fmt.Errorf("ringbuf: %w", err)
-	}
-	if _, err := m.add(kr, rb.FD(), fn); err != nil {
-		m.Close()
-		return nil, err
-	}
+	m.perfMaps.Store(new([]*PerfMap))
 	return m, nil
+}
+
+// start creates the epoll instance.
+func (m *Manager) start() error {
+	p, err := epoll.New()
+	if err != nil {
+		return fmt.Errorf("ringbuf: %w", err)
+	}
+	m.poller = p
+	return nil
 }
 
 // Add adds another ring buffer, consumed with its own callback fn, and
@@ -161,15 +205,33 @@ func (m *Manager) add(kr *kernelRing, mapFD int, fn Callback) (*Ring, error) {
 	defer m.addMu.Unlock()
 	old := *m.rings.Load()
 	r := &Ring{m: m, index: len(old), mapFD: mapFD, fn: fn, kr: kr}
-	// Register before publishing: a Poll that hears of a ring it does not
-	// know yet skips it, and level-triggered epoll reports it again.
-	if err := m.poller.Add(kr.fd, int32(r.index)); err != nil {
+	if err := m.register([]source{r}, []int{kr.fd}); err != nil {
 		kr.close()
-		return nil, fmt.Errorf("ringbuf: %w", err)
+		return nil, err
 	}
 	rings := append(old[:len(old):len(old)], r)
 	m.rings.Store(&rings)
 	return r, nil
+}
+
+// register adds srcs, with their fds, to epoll and publishes them. The caller
+// holds addMu and closes the sources on failure.
+func (m *Manager) register(srcs []source, fds []int) error {
+	old := *m.sources.Load()
+	// Register before publishing: a Poll that hears of a source it does not
+	// know yet skips it, and level-triggered epoll reports it again (perf
+	// fds: the kernel's poll flag stays set until a poll sees it).
+	for i, fd := range fds {
+		if err := m.poller.Add(fd, int32(len(old)+i)); err != nil {
+			for _, fd := range fds[:i] {
+				unix.EpollCtl(m.poller.FD(), unix.EPOLL_CTL_DEL, fd, nil)
+			}
+			return fmt.Errorf("ringbuf: %w", err)
+		}
+	}
+	all := append(old[:len(old):len(old)], srcs...)
+	m.sources.Store(&all)
+	return nil
 }
 
 // Poll waits until at least one ring has data, or timeout passes (a negative
@@ -245,13 +307,19 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 		rings := false
 		for _, ev := range m.events[:nev] {
 			if ev.Fd == epoll.WakeToken {
-				m.poller.ResetWake() // Close or a cancelled ctx: checked above and at the top
+				// Close or a cancelled ctx (checked above and at the top),
+				// or a perf ring left pending (checked below).
+				m.poller.ResetWake()
 			} else {
 				rings = true
 			}
 		}
-		if rings {
-			return m.readReported(ctx, nev)
+		if rings || m.pending.Load() > 0 {
+			n, err := m.readReported(ctx, nev)
+			if n > 0 || err != nil || rings {
+				return n, err
+			}
+			// Pending perf rings that another call drained meanwhile: wait on.
 		}
 		if nev == 0 && timeout >= 0 {
 			return 0, nil // timed out
@@ -259,19 +327,25 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 	}
 }
 
-// readReported reads the rings among the first nev events.
+// readReported reads the sources among the first nev events, then the
+// pending perf rings.
 func (m *Manager) readReported(ctx context.Context, nev int) (int, error) {
 	if err := m.acquire(m.readSem, ctx, -1, time.Time{}); err != nil {
 		return 0, err
 	}
 	defer func() { <-m.readSem }()
-	rings := *m.rings.Load()
+	m.serial++
+	srcs := *m.sources.Load()
 	total := 0
 	for _, ev := range m.events[:nev] {
-		if ev.Fd < 0 || int(ev.Fd) >= len(rings) {
-			continue // the wake-up, or a ring whose Add has not finished
+		if ev.Fd < 0 || int(ev.Fd) >= len(srcs) {
+			continue // the wake-up, or a source whose Add has not finished
 		}
-		n, err := rings[ev.Fd].read(m.maxPerRing)
+		src := srcs[ev.Fd]
+		if c, ok := src.(*cpuRing); ok {
+			c.readAt = m.serial
+		}
+		n, err := m.readSource(src, m.maxPerRing)
 		total += n
 		if err != nil {
 			return total, err
@@ -280,7 +354,43 @@ func (m *Manager) readReported(ctx context.Context, nev int) (int, error) {
 			return total, errClosed
 		}
 	}
+	if m.pending.Load() == 0 {
+		return total, nil
+	}
+	for _, src := range srcs {
+		c, ok := src.(*cpuRing)
+		// One read per ring per call: a ring reported above stays queued.
+		if !ok || !c.queued || c.readAt == m.serial {
+			continue
+		}
+		c.queued = false
+		m.pending.Add(-1)
+		n, err := m.readSource(c, m.maxPerRing)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if m.closed.Load() {
+			return total, errClosed
+		}
+	}
 	return total, nil
+}
+
+// readSource reads up to max records from src. A perf ring that still holds
+// records after a read that hit max is queued as pending, and the epoll fd
+// made readable, since its own fd will not poll readable again before the
+// kernel's next wake-up. The caller holds readSem.
+func (m *Manager) readSource(src source, max int) (int, error) {
+	n, err := src.read(max)
+	if n >= max {
+		if c, ok := src.(*cpuRing); ok && !c.queued && c.more() {
+			c.queued = true
+			m.pending.Add(1)
+			m.poller.Wake()
+		}
+	}
+	return n, err
 }
 
 // Consume reads every ring now, without waiting, at most the per-ring limit
@@ -307,16 +417,18 @@ func (m *Manager) ConsumeN(n int) (int, error) {
 	}
 	defer func() { <-m.readSem }()
 
-	rings := *m.rings.Load()
-	start := m.next % len(rings)
+	srcs := *m.sources.Load()
+	if len(srcs) == 0 {
+		return 0, nil
+	}
+	start := m.next % len(srcs)
 	m.next = start + 1
 	total := 0
-	for i := range rings {
+	for i := range srcs {
 		if total >= n {
 			break
 		}
-		r := rings[(start+i)%len(rings)]
-		got, err := r.read(min(m.maxPerRing, n-total))
+		got, err := m.readSource(srcs[(start+i)%len(srcs)], min(m.maxPerRing, n-total))
 		total += got
 		if err != nil {
 			return total, err
@@ -339,7 +451,8 @@ func (m *Manager) EpollFD() (int, error) {
 	return m.poller.FD(), nil
 }
 
-// NumRings returns the number of rings added so far.
+// NumRings returns the number of ring buffers added so far (perf buffers
+// not included).
 func (m *Manager) NumRings() int {
 	return len(*m.rings.Load())
 }
@@ -403,8 +516,13 @@ func (m *Manager) free() error {
 	if m.poller != nil {
 		errs = append(errs, m.poller.Close())
 	}
-	for _, r := range *m.rings.Load() {
-		errs = append(errs, r.kr.close())
+	// The perf rings first: they clear their entries in their map's fd,
+	// which their PerfMap then closes.
+	for _, src := range *m.sources.Load() {
+		errs = append(errs, src.close())
+	}
+	for _, pm := range *m.perfMaps.Load() {
+		errs = append(errs, pm.close())
 	}
 	return errors.Join(errs...)
 }
@@ -451,6 +569,16 @@ func noTimeout(err error) error {
 	return err
 }
 
+// source is one fd on the manager's epoll: a ring buffer (*Ring) or the ring
+// of one CPU of a perf buffer (*cpuRing).
+type source interface {
+	// read delivers up to max records to the source's callback and returns
+	// how many; the caller holds readSem.
+	read(max int) (int, error)
+	// close releases the source; the manager is closed and unused.
+	close() error
+}
+
 // Ring is one ring buffer of a Manager.
 type Ring struct {
 	m     *Manager
@@ -469,6 +597,8 @@ func (r *Ring) read(max int) (int, error) {
 	}
 	return n, nil
 }
+
+func (r *Ring) close() error { return r.kr.close() }
 
 // Index returns the ring's index: its position in the order of addition.
 func (r *Ring) Index() int { return r.index }
