@@ -126,6 +126,7 @@ func TestUsage(t *testing.T) {
 		{"top help", []string{"top", "-h"}, help, 0, "Usage: bpfring top"},
 		{"top argument", []string{"top", "x"}, usage(false), 2, "top takes no arguments"},
 		{"top negative n", []string{"top", "-n", "-1"}, usage(false), 2, "-n -1 is negative"},
+		{"cat help", []string{"cat", "-h"}, help, 0, "Usage: bpfring cat [flags] MAP"},
 		{"top zero interval", []string{"top", "-interval", "0s"}, usage(false), 2, "-interval 0s is not positive"},
 	}
 	for _, tt := range tests {
