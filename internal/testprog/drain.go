@@ -82,8 +82,8 @@ func NewDrainer(tb testing.TB, user, out *ebpf.Map) *Drainer {
 	d := &Drainer{}
 	var cb asm.Instructions
 	if out != nil {
-		d.stats = newMap(tb, ebpf.PerCPUArray, int(unsafe.Sizeof(drainStats{})), 1)
-		scratch := newMap(tb, ebpf.PerCPUArray, MaxDrainSize, 1)
+		d.stats = newPerCPUValue(tb, int(unsafe.Sizeof(drainStats{})))
+		scratch := newPerCPUValue(tb, MaxDrainSize)
 		cb = copyCallback(scratch, out, d.stats)
 	} else {
 		cb = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
@@ -114,6 +114,23 @@ func NewDrainer(tb testing.TB, user, out *ebpf.Map) *Drainer {
 	tb.Cleanup(func() { prog.Close() })
 	d.prog = prog
 	return d
+}
+
+// newPerCPUValue creates a per-CPU array of one value of size bytes, closed
+// when the test ends.
+func newPerCPUValue(tb testing.TB, size int) *ebpf.Map {
+	tb.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Type:       ebpf.PerCPUArray,
+		KeySize:    4,
+		ValueSize:  uint32(size),
+		MaxEntries: 1,
+	})
+	if err != nil {
+		tb.Fatalf("testprog: create per-CPU array of %d bytes: %v", size, err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	return m
 }
 
 // drainMain is the main program: r0 = bpf_user_ringbuf_drain(user, cb, NULL,
