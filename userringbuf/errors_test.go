@@ -276,3 +276,44 @@ func TestZeroCopyAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestRacingCommits: goroutines commit copies of one record at once; exactly
+// one wins, and the record arrives once or not at all.
+func TestRacingCommits(t *testing.T) {
+	r := newRig(t, os.Getpagesize())
+	for round := range 20 {
+		rec, err := r.p.Reserve(24)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := payload(24, uint64(round))
+		copy(rec.Bytes(), data)
+		const racers = 4
+		errs := make(chan error, racers)
+		for i := range racers {
+			go func() {
+				if i%2 == 0 {
+					errs <- rec.Submit()
+				} else {
+					errs <- rec.Discard()
+				}
+			}()
+		}
+		wins := 0
+		for range racers {
+			err := <-errs
+			switch {
+			case err == nil:
+				wins++
+			case !errors.Is(err, userringbuf.ErrCommitted):
+				t.Fatalf("racing commit: %v", err)
+			}
+		}
+		if wins != 1 {
+			t.Fatalf("round %d: %d commits succeeded, want 1", round, wins)
+		}
+		if got := r.drain(t); len(got) > 1 || len(got) == 1 && !bytes.Equal(got[0], data) {
+			t.Fatalf("round %d: %d records came out", round, len(got))
+		}
+	}
+}
