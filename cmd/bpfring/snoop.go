@@ -33,7 +33,7 @@ const (
 	dropExit
 )
 
-// snoopObjects are what snoop loads: the programs and maps, not the two
+// snoopLoaded is what snoop loads: the programs and maps, not the two
 // unused globals that only carry the record types into the BTF for bpf2go.
 type snoopLoaded struct {
 	snoopPrograms
@@ -69,12 +69,16 @@ func runSnoop(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer objs.snoopMaps.Close()
 	defer objs.snoopPrograms.Close()
 
+	offset, err := wallClockOffset()
+	if err != nil {
+		return err
+	}
 	p := &snoopPrinter{
 		w:      stdout,
 		json:   *jsonOut,
 		pid:    uint32(*pid),
 		comm:   *comm,
-		offset: wallClockOffset(),
+		offset: offset,
 	}
 	mgr, err := ringbuf.New(objs.Execs, p.exec)
 	if err != nil {
@@ -117,12 +121,12 @@ func runSnoop(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // wallClockOffset returns the wall clock time minus CLOCK_MONOTONIC, which
 // bpf_ktime_get_ns reads, in nanoseconds.
-func wallClockOffset() int64 {
+func wallClockOffset() (int64, error) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic(err) // CLOCK_MONOTONIC exists on every Linux the programs load on
+		return 0, fmt.Errorf("read CLOCK_MONOTONIC: %w", err)
 	}
-	return time.Now().UnixNano() - ts.Nano()
+	return time.Now().UnixNano() - ts.Nano(), nil
 }
 
 // snoopEvent is one line of output. Exit-only fields are pointers, so that a
