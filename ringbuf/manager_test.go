@@ -324,17 +324,20 @@ func TestWakeups(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		flags   uint64
+		sample  int // SampleBytes
 		timeout time.Duration
 		want    error
 		total   int // records delivered so far
 	}{
-		{"no wakeup", testprog.NoWakeup, 300 * time.Millisecond, os.ErrDeadlineExceeded, 0},
-		{"forced wakeup", testprog.ForceWakeup, hang, nil, 6}, // the quiet records come along
-		{"default wakes a caught-up consumer", 0, hang, nil, 9},
+		{"no wakeup", testprog.NoWakeup, 0, 300 * time.Millisecond, os.ErrDeadlineExceeded, 0},
+		{"sampled, below the threshold", 0, 1 << 20, 300 * time.Millisecond, os.ErrDeadlineExceeded, 0},
+		{"forced wakeup", testprog.ForceWakeup, 0, hang, nil, 9}, // the quiet records come along
+		{"sampled, at the threshold", 0, 3 * 16, hang, nil, 12}, // the third record finds 48 bytes waiting
+		{"default wakes a caught-up consumer", 0, 0, hang, nil, 15},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			done := pollInBackground(tt.timeout)
-			testprog.NewProducer(t, testprog.Spec{Ring: rb, Size: 8, Flags: tt.flags}).Run(t, 3)
+			testprog.NewProducer(t, testprog.Spec{Ring: rb, Size: 8, Flags: tt.flags, SampleBytes: tt.sample}).Run(t, 3)
 			if err := <-done; !errors.Is(err, tt.want) {
 				t.Fatalf("blocked Poll returned %v, want %v", err, tt.want)
 			}

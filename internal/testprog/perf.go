@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"testing"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -59,48 +58,18 @@ func NewPerfEventArray(tb testing.TB, entries int) *ebpf.Map {
 func NewPerfProducer(tb testing.TB, spec Spec) *Producer {
 	tb.Helper()
 	RequireBPF(tb)
-	switch {
-	case spec.Ring == nil:
-		tb.Fatalf("testprog: Spec.Ring is nil")
-	case spec.Ring.Type() != ebpf.PerfEventArray:
-		tb.Fatalf("testprog: Spec.Ring is a %s, want a PerfEventArray", spec.Ring.Type())
-	case spec.Size < 1 || spec.Size > MaxSize:
-		tb.Fatalf("testprog: Spec.Size %d out of range [1, %d]", spec.Size, MaxSize)
-	case spec.Batch < 0 || spec.Batch > MaxBatch:
-		tb.Fatalf("testprog: Spec.Batch %d out of range [0, %d]", spec.Batch, MaxBatch)
-	case spec.Flags != 0 || spec.DiscardEvery != 0:
-		tb.Fatalf("testprog: a perf producer takes no Flags (%#x) or DiscardEvery (%d)", spec.Flags, spec.DiscardEvery)
-	}
-	spec.Batch = max(spec.Batch, 1)
-	spec.Output = true
-
-	m := maps{
-		ring:    spec.Ring,
-		state:   newMap(tb, ebpf.PerCPUArray, int(unsafe.Sizeof(stateValue{})), 1),
-		budgets: newMap(tb, ebpf.Array, int(unsafe.Sizeof(budget{})), numSlots),
-		scratch: newMap(tb, ebpf.PerCPUArray, (spec.Size+7)&^7, 1),
-	}
-	insns := spec.perfProgram(m)
-	if n := insns.Size() / asm.InstructionSize; n > maxInsns {
-		tb.Fatalf("testprog: the perf program for Size %d and Batch %d needs %d instructions, more than the kernel's %d; lower Batch",
-			spec.Size, spec.Batch, n, maxInsns)
-	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "testprog_perf",
-		Type:         ebpf.SocketFilter,
-		License:      license,
-		Instructions: insns,
-	})
+	p, err := LoadPerf(spec)
 	if err != nil {
-		tb.Fatalf("testprog: load perf producer program: %v", err)
+		tb.Fatalf("testprog: %v", err)
 	}
-	tb.Cleanup(func() { prog.Close() })
-
-	p := &Producer{prog: prog, state: m.state, budgets: m.budgets, slots: make(chan uint32, numSlots)}
-	for i := range uint32(numSlots) {
-		p.slots <- i
-	}
+	tb.Cleanup(func() { p.Close() })
 	return p
+}
+
+// LoadPerf is NewPerfProducer for use outside tests: it returns errors, and
+// the caller closes the Producer.
+func LoadPerf(spec Spec) (*Producer, error) {
+	return load(spec, true)
 }
 
 // perfProgram assembles the perf producer for s (with s.Batch >= 1): the
@@ -109,29 +78,7 @@ func NewPerfProducer(tb testing.TB, spec Spec) *Producer {
 func (s Spec) perfProgram(m maps) asm.Instructions {
 	var b builder
 	b.emit(asm.StoreMem(asm.RFP, offCtx, asm.R1, asm.DWord))
-	// Take one run from this test run's budget, as Spec.program does.
-	b.emit(
-		asm.LoadMem(asm.R2, asm.R1, skbMarkOffset, asm.Word),
-		asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word),
-		asm.LoadMapPtr(asm.R1, m.budgets.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -4),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, bail),
-		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
-		asm.JEq.Imm(asm.R1, 0, bail),
-		asm.Add.Imm(asm.R1, -1),
-		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-	)
-	b.lookup0(m.state, rState)
-	b.lookup0(m.scratch, rRec)
-	b.emit(
-		asm.FnGetSmpProcessorId.Call(),
-		asm.Mov.Reg(rCPU, asm.R0),
-		asm.Ja.Label(recordLabel(0)),
-	)
-	b.mark(bail)
-	b.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
+	b.prologue(m)
 
 	for i := range s.Batch {
 		b.mark(recordLabel(i))

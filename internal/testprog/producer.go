@@ -2,6 +2,7 @@ package testprog
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"runtime"
 	"testing"
@@ -53,6 +54,7 @@ type Producer struct {
 	prog    *ebpf.Program
 	state   *ebpf.Map
 	budgets *ebpf.Map
+	scratch *ebpf.Map   // nil without Output
 	slots   chan uint32 // free budget slots
 }
 
@@ -77,55 +79,97 @@ type CPUCounts struct {
 func NewProducer(tb testing.TB, spec Spec) *Producer {
 	tb.Helper()
 	RequireBPF(tb)
-	switch {
-	case spec.Ring == nil:
-		tb.Fatalf("testprog: Spec.Ring is nil")
-	case spec.Size < 1 || spec.Size > MaxSize:
-		tb.Fatalf("testprog: Spec.Size %d out of range [1, %d]", spec.Size, MaxSize)
-	case spec.Batch < 0 || spec.Batch > MaxBatch:
-		tb.Fatalf("testprog: Spec.Batch %d out of range [0, %d]", spec.Batch, MaxBatch)
-	case spec.Flags != 0 && spec.Flags != NoWakeup && spec.Flags != ForceWakeup:
-		tb.Fatalf("testprog: Spec.Flags %#x is not 0, NoWakeup or ForceWakeup", spec.Flags)
-	case spec.DiscardEvery < 0 || spec.DiscardEvery > math.MaxInt32:
-		tb.Fatalf("testprog: Spec.DiscardEvery %d out of range", spec.DiscardEvery)
-	case spec.Output && spec.DiscardEvery != 0:
-		tb.Fatalf("testprog: Spec.Output cannot discard (DiscardEvery %d)", spec.DiscardEvery)
+	p, err := Load(spec)
+	if err != nil {
+		tb.Fatalf("testprog: %v", err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+// Load is NewProducer for use outside tests, such as a benchmark tool: it
+// returns errors, and the caller closes the Producer.
+func Load(spec Spec) (*Producer, error) {
+	return load(spec, false)
+}
+
+// load validates spec and loads its ring buffer or perf buffer producer.
+func load(spec Spec, perf bool) (*Producer, error) {
+	if err := spec.validate(perf); err != nil {
+		return nil, err
 	}
 	spec.Batch = max(spec.Batch, 1)
-
-	m := maps{
-		ring:    spec.Ring,
-		state:   newMap(tb, ebpf.PerCPUArray, int(unsafe.Sizeof(stateValue{})), 1),
-		budgets: newMap(tb, ebpf.Array, int(unsafe.Sizeof(budget{})), numSlots),
+	if perf {
+		spec.Output = true
+	}
+	p := &Producer{slots: make(chan uint32, numSlots)}
+	var err error
+	if p.state, err = newMap(ebpf.PerCPUArray, int(unsafe.Sizeof(stateValue{})), 1); err != nil {
+		return nil, err
+	}
+	if p.budgets, err = newMap(ebpf.Array, int(unsafe.Sizeof(budget{})), numSlots); err != nil {
+		p.Close()
+		return nil, err
 	}
 	if spec.Output {
-		m.scratch = newMap(tb, ebpf.PerCPUArray, (spec.Size+7)&^7, 1)
+		if p.scratch, err = newMap(ebpf.PerCPUArray, (spec.Size+7)&^7, 1); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
-	insns := spec.program(m)
+	m := maps{ring: spec.Ring, state: p.state, budgets: p.budgets, scratch: p.scratch}
+	name, insns := "testprog", spec.program(m)
+	if perf {
+		name, insns = "testprog_perf", spec.perfProgram(m)
+	}
 	if n := insns.Size() / asm.InstructionSize; n > maxInsns {
-		tb.Fatalf("testprog: the program for Size %d and Batch %d needs %d instructions, more than the kernel's %d; lower Batch",
+		p.Close()
+		return nil, fmt.Errorf("the program for Size %d and Batch %d needs %d instructions, more than the kernel's %d; lower Batch",
 			spec.Size, spec.Batch, n, maxInsns)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "testprog",
+	p.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         name,
 		Type:         ebpf.SocketFilter,
 		License:      license,
 		Instructions: insns,
 	})
 	if err != nil {
-		tb.Fatalf("testprog: load producer program: %v", err)
+		p.Close()
+		return nil, fmt.Errorf("load producer program: %w", err)
 	}
-	tb.Cleanup(func() { prog.Close() })
-
-	p := &Producer{prog: prog, state: m.state, budgets: m.budgets, slots: make(chan uint32, numSlots)}
 	for i := range uint32(numSlots) {
 		p.slots <- i
 	}
-	return p
+	return p, nil
 }
 
-func newMap(tb testing.TB, typ ebpf.MapType, valueSize, entries int) *ebpf.Map {
-	tb.Helper()
+// validate checks a Spec for a ring buffer (or, with perf, a perf buffer)
+// producer.
+func (s Spec) validate(perf bool) error {
+	switch {
+	case s.Ring == nil:
+		return errors.New("Spec.Ring is nil")
+	case perf && s.Ring.Type() != ebpf.PerfEventArray:
+		return fmt.Errorf("Spec.Ring is a %s, want a PerfEventArray", s.Ring.Type())
+	case s.Size < 1 || s.Size > MaxSize:
+		return fmt.Errorf("Spec.Size %d out of range [1, %d]", s.Size, MaxSize)
+	case s.Batch < 0 || s.Batch > MaxBatch:
+		return fmt.Errorf("Spec.Batch %d out of range [0, %d]", s.Batch, MaxBatch)
+	case perf && (s.Flags != 0 || s.DiscardEvery != 0 || s.SampleBytes != 0):
+		return fmt.Errorf("a perf producer takes no Flags (%#x), DiscardEvery (%d) or SampleBytes (%d)", s.Flags, s.DiscardEvery, s.SampleBytes)
+	case s.Flags != 0 && s.Flags != NoWakeup && s.Flags != ForceWakeup:
+		return fmt.Errorf("Spec.Flags %#x is not 0, NoWakeup or ForceWakeup", s.Flags)
+	case s.SampleBytes < 0 || s.SampleBytes > math.MaxInt32 || s.SampleBytes > 0 && s.Flags != 0:
+		return fmt.Errorf("Spec.SampleBytes %d out of range, or given with Flags %#x", s.SampleBytes, s.Flags)
+	case s.DiscardEvery < 0 || s.DiscardEvery > math.MaxInt32:
+		return fmt.Errorf("Spec.DiscardEvery %d out of range", s.DiscardEvery)
+	case s.Output && s.DiscardEvery != 0:
+		return fmt.Errorf("Spec.Output cannot discard (DiscardEvery %d)", s.DiscardEvery)
+	}
+	return nil
+}
+
+func newMap(typ ebpf.MapType, valueSize, entries int) (*ebpf.Map, error) {
 	m, err := ebpf.NewMap(&ebpf.MapSpec{
 		Type:       typ,
 		KeySize:    4,
@@ -133,10 +177,23 @@ func newMap(tb testing.TB, typ ebpf.MapType, valueSize, entries int) *ebpf.Map {
 		MaxEntries: uint32(entries),
 	})
 	if err != nil {
-		tb.Fatalf("testprog: create %s map: %v", typ, err)
+		return nil, fmt.Errorf("create %s map: %w", typ, err)
 	}
-	tb.Cleanup(func() { m.Close() })
-	return m
+	return m, nil
+}
+
+// Close unloads the program and closes its maps (not Spec.Ring).
+func (p *Producer) Close() error {
+	var errs []error
+	if p.prog != nil {
+		errs = append(errs, p.prog.Close())
+	}
+	for _, m := range []*ebpf.Map{p.state, p.budgets, p.scratch} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Run runs the program exactly runs times (BPF_PROG_TEST_RUN with a repeat
@@ -152,17 +209,24 @@ func newMap(tb testing.TB, typ ebpf.MapType, valueSize, entries int) *ebpf.Map {
 // kernel only for the runs the budget still holds.
 func (p *Producer) Run(tb testing.TB, runs int) {
 	tb.Helper()
+	if err := p.Produce(runs); err != nil {
+		tb.Fatalf("testprog: %v", err)
+	}
+}
+
+// Produce is Run for use outside tests: it returns errors.
+func (p *Producer) Produce(runs int) error {
 	if runs < 0 {
-		tb.Fatalf("testprog: Run(%d): negative count", runs)
+		return fmt.Errorf("Run(%d): negative count", runs)
 	}
 	if runs == 0 {
-		return
+		return nil
 	}
 	slot := <-p.slots
 	defer func() { p.slots <- slot }()
 
 	if err := p.budgets.Update(slot, budget{uint64(runs)}, ebpf.UpdateAny); err != nil {
-		tb.Fatalf("testprog: set run budget: %v", err)
+		return fmt.Errorf("set run budget: %w", err)
 	}
 	for left := uint64(runs); left > 0; {
 		repeat := uint32(min(left, math.MaxUint32))
@@ -173,13 +237,14 @@ func (p *Producer) Run(tb testing.TB, runs int) {
 		case errors.Is(err, unix.EINTR):
 			var b budget
 			if err := p.budgets.Lookup(slot, &b); err != nil {
-				tb.Fatalf("testprog: read run budget: %v", err)
+				return fmt.Errorf("read run budget: %w", err)
 			}
 			left = b[0]
 		default:
-			tb.Fatalf("testprog: BPF_PROG_TEST_RUN: %v", err)
+			return fmt.Errorf("BPF_PROG_TEST_RUN: %w", err)
 		}
 	}
+	return nil
 }
 
 // testRun issues BPF_PROG_TEST_RUN for the program fd with the package's
@@ -247,9 +312,18 @@ func (p *Producer) RunOnCPU(tb testing.TB, cpu, runs int) {
 // PerCPU returns the program's counters for each possible CPU.
 func (p *Producer) PerCPU(tb testing.TB) []CPUCounts {
 	tb.Helper()
+	counts, err := p.CPUTotals()
+	if err != nil {
+		tb.Fatalf("testprog: %v", err)
+	}
+	return counts
+}
+
+// CPUTotals is PerCPU for use outside tests: it returns errors.
+func (p *Producer) CPUTotals() ([]CPUCounts, error) {
 	var values []stateValue
 	if err := p.state.Lookup(uint32(0), &values); err != nil {
-		tb.Fatalf("testprog: read producer state: %v", err)
+		return nil, fmt.Errorf("read producer state: %w", err)
 	}
 	counts := make([]CPUCounts, len(values))
 	for i, v := range values {
@@ -258,17 +332,30 @@ func (p *Producer) PerCPU(tb testing.TB) []CPUCounts {
 			Seq:    v.Seq,
 		}
 	}
-	return counts
+	return counts, nil
 }
 
 // Counts returns the program's counters summed over all CPUs.
 func (p *Producer) Counts(tb testing.TB) Counts {
 	tb.Helper()
+	sum, err := p.Totals()
+	if err != nil {
+		tb.Fatalf("testprog: %v", err)
+	}
+	return sum
+}
+
+// Totals is Counts for use outside tests: it returns errors.
+func (p *Producer) Totals() (Counts, error) {
+	perCPU, err := p.CPUTotals()
+	if err != nil {
+		return Counts{}, err
+	}
 	var sum Counts
-	for _, c := range p.PerCPU(tb) {
+	for _, c := range perCPU {
 		sum.Submitted += c.Submitted
 		sum.Discarded += c.Discarded
 		sum.Dropped += c.Dropped
 	}
-	return sum
+	return sum, nil
 }

@@ -48,8 +48,9 @@ type maps struct {
 
 // builder assembles a program whose jump targets are named by symbols.
 type builder struct {
-	insns asm.Instructions
-	label string // symbol for the next emitted instruction
+	insns   asm.Instructions
+	label   string // symbol for the next emitted instruction
+	sampled int    // sampled-flags blocks emitted, for their labels
 }
 
 func (b *builder) emit(insns ...asm.Instruction) {
@@ -82,9 +83,27 @@ func dropLabel(i int) string    { return fmt.Sprintf("drop%d", i) }
 // program assembles the producer for s (with s.Batch >= 1).
 func (s Spec) program(m maps) asm.Instructions {
 	var b builder
+	b.prologue(m)
 
-	// Take one run from this test run's budget, or exit without producing
-	// anything: key = skb->mark; if (!budget[key]) return 0; budget[key]--.
+	for i := range s.Batch {
+		b.mark(recordLabel(i))
+		if s.Output {
+			s.output(&b, m.ring, i)
+		} else {
+			s.reserve(&b, m.ring, i)
+		}
+	}
+	b.mark(recordLabel(s.Batch))
+	b.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
+	return b.insns
+}
+
+// prologue emits the start of every producer program, with the test run's
+// context in R1: take one run from this test run's budget, or exit without
+// producing anything (key = skb->mark; if (!budget[key]) return 0;
+// budget[key]--); load the CPU's state, the scratch value if there is one,
+// and the CPU number; then jump to the first record, past the shared exit.
+func (b *builder) prologue(m maps) {
 	b.emit(
 		asm.LoadMem(asm.R2, asm.R1, skbMarkOffset, asm.Word),
 		asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word),
@@ -99,7 +118,7 @@ func (s Spec) program(m maps) asm.Instructions {
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
 	)
 	b.lookup0(m.state, rState)
-	if s.Output {
+	if m.scratch != nil {
 		b.lookup0(m.scratch, rRec)
 	}
 	b.emit(
@@ -109,18 +128,6 @@ func (s Spec) program(m maps) asm.Instructions {
 	)
 	b.mark(bail)
 	b.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
-
-	for i := range s.Batch {
-		b.mark(recordLabel(i))
-		if s.Output {
-			s.output(&b, m.ring, i)
-		} else {
-			s.reserve(&b, m.ring, i)
-		}
-	}
-	b.mark(recordLabel(s.Batch))
-	b.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())
-	return b.insns
 }
 
 // lookup0 emits dst = bpf_map_lookup_elem(m, &(u32){0}), exiting on NULL.
@@ -180,9 +187,9 @@ func (s Spec) reserve(b *builder, ring *ebpf.Map, i int) {
 
 // commit emits fn(rec, flags); state->counter++; goto next.
 func (s Spec) commit(b *builder, fn asm.BuiltinFunc, counter int16, next string) {
+	s.flags(b, asm.R2)
 	b.emit(
 		asm.Mov.Reg(asm.R1, rRec),
-		asm.Mov.Imm(asm.R2, int32(s.Flags)),
 		fn.Call(),
 	)
 	b.increment(counter)
@@ -199,7 +206,9 @@ func (s Spec) output(b *builder, ring *ebpf.Map, i int) {
 		asm.LoadMapPtr(asm.R1, ring.FD()),
 		asm.Mov.Reg(asm.R2, rRec),
 		asm.Mov.Imm(asm.R3, int32(s.Size)),
-		asm.Mov.Imm(asm.R4, int32(s.Flags)),
+	)
+	s.flags(b, asm.R4)
+	b.emit(
 		asm.FnRingbufOutput.Call(),
 		asm.JSLT.Imm(asm.R0, 0, dropLabel(i)),
 		asm.Mov.Reg(asm.R1, rSeq),
@@ -210,6 +219,44 @@ func (s Spec) output(b *builder, ring *ebpf.Map, i int) {
 	b.emit(asm.Ja.Label(recordLabel(i + 1)))
 	b.mark(dropLabel(i))
 	b.increment(offDropped)
+}
+
+// flags emits dst = the commit flags: Spec.Flags, or with SampleBytes,
+// BPF_RB_FORCE_WAKEUP once that many bytes wait in the ring and
+// BPF_RB_NO_WAKEUP before. It clobbers R0 to R5 (but dst), so it comes
+// before the other arguments of the commit are set up, except R1 to R3 of
+// bpf_ringbuf_output, which it saves and restores.
+func (s Spec) flags(b *builder, dst asm.Register) {
+	if s.SampleBytes == 0 {
+		b.emit(asm.Mov.Imm(dst, int32(s.Flags)))
+		return
+	}
+	b.sampled++
+	done := fmt.Sprintf("sampled%d", b.sampled)
+	// bpf_ringbuf_output's first three arguments live in R1-R3 already.
+	saved := dst == asm.R4
+	if saved {
+		b.emit(
+			asm.StoreMem(asm.RFP, -16, asm.R2, asm.DWord),
+			asm.StoreMem(asm.RFP, -24, asm.R3, asm.DWord),
+		)
+	}
+	b.emit(
+		asm.LoadMapPtr(asm.R1, s.Ring.FD()),
+		asm.Mov.Imm(asm.R2, 0), // BPF_RB_AVAIL_DATA
+		asm.FnRingbufQuery.Call(),
+		asm.Mov.Imm(dst, NoWakeup),
+		asm.JLT.Imm(asm.R0, int32(s.SampleBytes), done),
+		asm.Mov.Imm(dst, ForceWakeup),
+	)
+	b.mark(done) // names the caller's next instruction
+	if saved {
+		b.emit(
+			asm.LoadMapPtr(asm.R1, s.Ring.FD()),
+			asm.LoadMem(asm.R2, asm.RFP, -16, asm.DWord),
+			asm.LoadMem(asm.R3, asm.RFP, -24, asm.DWord),
+		)
+	}
 }
 
 // write emits the stores of a record's contents (see Spec.Expected) to rRec,

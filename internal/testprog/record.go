@@ -43,6 +43,10 @@ type Spec struct {
 	// Flags are the commit flags: 0 (adaptive wakeup), NoWakeup or
 	// ForceWakeup.
 	Flags uint64
+	// SampleBytes, if > 0, replaces Flags with sampled wake-ups: each
+	// record is committed with BPF_RB_NO_WAKEUP while fewer than SampleBytes
+	// bytes wait in the ring (bpf_ringbuf_query), else BPF_RB_FORCE_WAKEUP.
+	SampleBytes int
 	// DiscardEvery, if > 0, makes the program discard instead of submit every
 	// reservation whose seq % DiscardEvery == DiscardEvery-1 (so 1 discards
 	// everything). Discarded records take ring space but are never delivered.

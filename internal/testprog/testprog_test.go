@@ -144,6 +144,8 @@ func TestProduce(t *testing.T) {
 		tc{"timestamp/size20", testprog.Spec{Size: 20, Timestamp: true}, 10}, // too short: pattern
 		tc{"nowakeup", testprog.Spec{Size: 32, Batch: 3, Flags: testprog.NoWakeup}, 10},
 		tc{"forcewakeup", testprog.Spec{Size: 32, Batch: 3, Flags: testprog.ForceWakeup}, 10},
+		tc{"sampled", testprog.Spec{Size: 32, Batch: 3, SampleBytes: 200}, 10},
+		tc{"sampled/output", testprog.Spec{Size: 32, Batch: 3, SampleBytes: 200, Output: true}, 10},
 		tc{"output/forcewakeup", testprog.Spec{Size: 32, Flags: testprog.ForceWakeup, Output: true}, 10},
 		tc{"maxsize-8", testprog.Spec{Size: testprog.MaxSize - 8, Batch: 2}, 3},
 		tc{"maxsize", testprog.Spec{Size: testprog.MaxSize}, 3},
