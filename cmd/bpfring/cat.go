@@ -130,7 +130,7 @@ func openMap(arg string) (*ebpf.Map, error) {
 	}
 	m, err := ebpf.LoadPinnedMap(arg, nil)
 	if err != nil {
-		return nil, fmt.Errorf("open pinned map: %w", err)
+		return nil, fmt.Errorf("open pinned map %s: %w", arg, err)
 	}
 	return m, nil
 }

@@ -219,7 +219,7 @@ func TestCatErrors(t *testing.T) {
 		msg  string
 	}{
 		{"not a ring", []string{filepath.Join(dir, "array")}, func(err error) bool { return errors.Is(err, ringbuf.ErrMapType) }, "not a ring buffer"},
-		{"no such pin", []string{filepath.Join(dir, "nothing")}, func(err error) bool { return errors.Is(err, os.ErrNotExist) }, "open pinned map"},
+		{"no such pin", []string{filepath.Join(dir, "nothing")}, func(err error) bool { return errors.Is(err, os.ErrNotExist) }, "open pinned map " + filepath.Join(dir, "nothing")},
 		{"no such id", []string{"id:4294967295"}, func(err error) bool { return errors.Is(err, os.ErrNotExist) }, "open map 4294967295"},
 		{"bad id", []string{"id:x"}, func(err error) bool { return errors.As(err, &usage) }, `bad map ID in "id:x"`},
 		{"no map", nil, func(err error) bool { return errors.As(err, &usage) }, "cat takes one MAP"},
