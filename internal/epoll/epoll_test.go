@@ -108,7 +108,7 @@ func TestMillis(t *testing.T) {
 		want int
 	}{
 		{-1, -1}, {0, 0}, {1, 1}, {time.Millisecond, 1}, {time.Millisecond + 1, 2},
-		{time.Duration(1<<62), 1<<31 - 1},
+		{time.Duration(1 << 62), 1<<31 - 1},
 	} {
 		if got := millis(tt.d); got != tt.want {
 			t.Errorf("millis(%v) = %d, want %d", tt.d, got, tt.want)
