@@ -332,7 +332,7 @@ func TestWakeups(t *testing.T) {
 		{"no wakeup", testprog.NoWakeup, 0, 300 * time.Millisecond, os.ErrDeadlineExceeded, 0},
 		{"sampled, below the threshold", 0, 1 << 20, 300 * time.Millisecond, os.ErrDeadlineExceeded, 0},
 		{"forced wakeup", testprog.ForceWakeup, 0, hang, nil, 9}, // the quiet records come along
-		{"sampled, at the threshold", 0, 3 * 16, hang, nil, 12}, // the third record finds 48 bytes waiting
+		{"sampled, at the threshold", 0, 3 * 16, hang, nil, 12},  // the third record finds 48 bytes waiting
 		{"default wakes a caught-up consumer", 0, 0, hang, nil, 15},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
