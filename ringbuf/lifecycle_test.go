@@ -91,7 +91,7 @@ func TestCloseFromCallback(t *testing.T) {
 		_, err := spec.Check(data)
 		return err
 	})
-	testprog.NewProducer(t, spec).Run(t, 3)
+	testprog.NewProducer(t, spec).RunOnCPU(t, 0, 3)
 	n, err := m.Consume()
 	if !errors.Is(err, os.ErrClosed) || n != delivered || n == 0 {
 		t.Fatalf("Consume: n=%d err=%v, delivered %d", n, err, delivered)
@@ -153,7 +153,7 @@ func TestSecondManagerContinues(t *testing.T) {
 	}
 	prod := testprog.NewProducer(t, spec)
 	for round := range 3 { // 40 records of 48 bytes: later rounds wrap
-		prod.Run(t, 40)
+		prod.RunOnCPU(t, 0, 40)
 		m1 := newManager(t, rb, record)
 		if n, err := m1.ConsumeN(25); n != 25 || err != nil {
 			t.Fatalf("first manager: %d, %v", n, err)
@@ -215,8 +215,10 @@ func TestConsumeAllocs(t *testing.T) {
 	rb := testprog.NewRingBuf(t, 1<<20)
 	spec := testprog.Spec{Ring: rb, Size: 8, Batch: 100}
 	sum := 0
-	m := newManager(t, rb, func(data []byte) error { sum += int(data[0]); return nil }, WithMaxRecordsPerRing(100))
-	testprog.NewProducer(t, spec).Run(t, 250) // 25000 records, 16 bytes each
+	fn := func(data []byte) error { sum += int(data[0]); return nil }
+	m := newManager(t, rb, fn, WithMaxRecordsPerRing(100))
+	busy := newManager(t, rb, fn, WithMaxRecordsPerRing(100), WithBusyPoll(time.Millisecond), WithCommitEvery(64))
+	testprog.NewProducer(t, spec).RunOnCPU(t, 0, 300) // 30000 records, 16 bytes each
 	r, _ := m.Ring(0)
 	for _, read := range []struct {
 		name string
@@ -226,6 +228,7 @@ func TestConsumeAllocs(t *testing.T) {
 		{"ConsumeN", func() (int, error) { return m.ConsumeN(100) }},
 		{"Poll", func() (int, error) { return m.Poll(0) }},
 		{"Ring.Consume", r.Consume},
+		{"Poll with busy polling and commits every 64 bytes", func() (int, error) { return busy.Poll(time.Second) }},
 	} {
 		allocs := testing.AllocsPerRun(50, func() {
 			if n, err := read.call(); n != 100 || err != nil {
@@ -291,6 +294,8 @@ func TestBadInput(t *testing.T) {
 		{"nil map", nil, ok, nil, os.ErrInvalid, "nil map"},
 		{"nil callback", rb, nil, nil, os.ErrInvalid, "nil callback"},
 		{"zero records per ring", rb, ok, []Option{WithMaxRecordsPerRing(0)}, os.ErrInvalid, "must be positive"},
+		{"zero busy poll", rb, ok, []Option{WithBusyPoll(0)}, os.ErrInvalid, "busy poll 0s: must be positive"},
+		{"negative commit interval", rb, ok, []Option{WithCommitEvery(-8)}, os.ErrInvalid, "commit every -8 bytes"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m, err := New(tt.rb, tt.fn, tt.opts...)
@@ -342,7 +347,7 @@ func TestEpollFDInOutsideLoop(t *testing.T) {
 	if n, err := unix.EpollWait(outer, events, 0); n != 0 || err != nil {
 		t.Fatalf("epoll fd readable with an empty ring: %d, %v", n, err)
 	}
-	testprog.NewProducer(t, spec).Run(t, 4)
+	testprog.NewProducer(t, spec).RunOnCPU(t, 0, 4)
 	if n, err := unix.EpollWait(outer, events, int(hang/time.Millisecond)); n != 1 || err != nil {
 		t.Fatalf("epoll fd not readable after records arrived: %d, %v", n, err)
 	}

@@ -13,6 +13,9 @@ import (
 	"github.com/bpfring/bpfring/internal/testprog"
 )
 
+// Tests produce with RunOnCPU(t, 0, n) rather than Run: sequence numbers
+// are per CPU, and a run that migrated between CPUs would restart them.
+
 // hang is how long a test waits for something that should happen at once
 // before it calls it a hang. It is not a performance bound.
 const hang = 10 * time.Second
@@ -118,7 +121,7 @@ func TestRecordSizes(t *testing.T) {
 		spec := testprog.Spec{Ring: rb, Size: size}
 		c := newChecker(t, spec)
 		m := newManager(t, rb, c.callback)
-		testprog.NewProducer(t, spec).Run(t, 1)
+		testprog.NewProducer(t, spec).RunOnCPU(t, 0, 1)
 		if got := drain(t, m); got != 1 || c.count() != 1 {
 			t.Fatalf("size %d: consumed %d records, want 1", size, got)
 		}
@@ -139,7 +142,7 @@ func TestWrapAround(t *testing.T) {
 	wrapped := 0
 	for round := range 40 {
 		cons, _ := positions(t, r)
-		prod.Run(t, 30)
+		prod.RunOnCPU(t, 0, 30)
 		if got := drain(t, m); got != 30 {
 			t.Fatalf("round %d: consumed %d records, want 30", round, got)
 		}
@@ -164,7 +167,7 @@ func TestDiscard(t *testing.T) {
 	c := newChecker(t, spec)
 	m := newManager(t, rb, c.callback)
 	prod := testprog.NewProducer(t, spec)
-	prod.Run(t, 3)
+	prod.RunOnCPU(t, 0, 3)
 	if got := drain(t, m); got != 2 || c.count() != 2 {
 		t.Fatalf("consumed %d records, want 2", got)
 	}
@@ -193,7 +196,7 @@ func TestCallbackError(t *testing.T) {
 		}
 		return nil
 	})
-	testprog.NewProducer(t, spec).Run(t, 10)
+	testprog.NewProducer(t, spec).RunOnCPU(t, 0, 10)
 
 	n, err := m.Consume()
 	if !errors.Is(err, errStop) || n != 4 {
@@ -233,8 +236,8 @@ func TestThreeRingsPollReadsOnlyReported(t *testing.T) {
 	// ring 2 nothing: Poll must read ring 1 alone.
 	quiet := specs[0]
 	quiet.Flags = testprog.NoWakeup
-	testprog.NewProducer(t, quiet).Run(t, 5)
-	testprog.NewProducer(t, specs[1]).Run(t, 7)
+	testprog.NewProducer(t, quiet).RunOnCPU(t, 0, 5)
+	testprog.NewProducer(t, specs[1]).RunOnCPU(t, 0, 7)
 
 	n, err := m.Poll(hang)
 	if err != nil || n != 7 {
@@ -262,7 +265,7 @@ func TestFullRing(t *testing.T) {
 	c := newChecker(t, spec)
 	m := newManager(t, rb, c.callback)
 	prod := testprog.NewProducer(t, spec)
-	prod.Run(t, 100)
+	prod.RunOnCPU(t, 0, 100)
 	got := drain(t, m)
 	counts := prod.Counts(t)
 	if counts.Submitted != 36 || counts.Dropped != 64 || got != 36 || c.count() != 36 {
@@ -275,7 +278,7 @@ func TestFullRing(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- m.Run(ctx) }()
 	const attempts = 20000
-	prod.Run(t, attempts)
+	prod.RunOnCPU(t, 0, attempts)
 	counts = prod.Counts(t)
 	waitFor(t, func() bool { return c.count() == int(counts.Submitted) })
 	cancel()
@@ -337,7 +340,7 @@ func TestWakeups(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			done := pollInBackground(tt.timeout)
-			testprog.NewProducer(t, testprog.Spec{Ring: rb, Size: 8, Flags: tt.flags, SampleBytes: tt.sample}).Run(t, 3)
+			testprog.NewProducer(t, testprog.Spec{Ring: rb, Size: 8, Flags: tt.flags, SampleBytes: tt.sample}).RunOnCPU(t, 0, 3)
 			if err := <-done; !errors.Is(err, tt.want) {
 				t.Fatalf("blocked Poll returned %v, want %v", err, tt.want)
 			}
@@ -362,7 +365,7 @@ func TestConsumeN(t *testing.T) {
 		} else if _, err := m.Add(spec.Ring, count); err != nil {
 			t.Fatal(err)
 		}
-		testprog.NewProducer(t, spec).Run(t, 10)
+		testprog.NewProducer(t, spec).RunOnCPU(t, 0, 10)
 	}
 	total := func() int { return perRing[0] + perRing[1] + perRing[2] }
 	r2, _ := m.Ring(2)
@@ -396,8 +399,8 @@ func TestFairness(t *testing.T) {
 	if _, err := m.Add(calm.Ring, func([]byte) error { perRing[1]++; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	testprog.NewProducer(t, busy).Run(t, 1000)
-	testprog.NewProducer(t, calm).Run(t, 5)
+	testprog.NewProducer(t, busy).RunOnCPU(t, 0, 1000)
+	testprog.NewProducer(t, calm).RunOnCPU(t, 0, 5)
 	for _, read := range []func() (int, error){m.Consume, func() (int, error) { return m.Poll(hang) }} {
 		clear(perRing)
 		n, err := read()
@@ -413,7 +416,7 @@ func TestFairness(t *testing.T) {
 	wg.Go(func() {
 		prod := testprog.NewProducer(t, busy)
 		for ctx.Err() == nil {
-			prod.Run(t, 1000)
+			prod.RunOnCPU(t, 0, 1000)
 		}
 	})
 	for range 100 {

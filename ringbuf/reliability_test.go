@@ -246,7 +246,7 @@ func TestSignals(t *testing.T) {
 		})
 		stop := signalStorm(t, tid, 100*time.Microsecond)
 		time.Sleep(100 * time.Millisecond)
-		prod.Run(t, 1)
+		prod.RunOnCPU(t, 0, 1)
 		err := <-result
 		signals += stop()
 		if err != nil {
@@ -325,7 +325,7 @@ func TestConcurrentCalls(t *testing.T) {
 			})
 		}
 		if i%10 == 0 {
-			prod.Run(t, 1)
+			prod.RunOnCPU(t, 0, 1)
 		}
 		time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
 		if rng.IntN(2) == 0 {
@@ -382,7 +382,7 @@ func TestCallbackPanics(t *testing.T) {
 		{"Run", func() error { return m.Run(context.Background()) }},
 	} {
 		t.Run(read.name, func(t *testing.T) {
-			prod.Run(t, 3)
+			prod.RunOnCPU(t, 0, 3)
 			first := uint64(len(seqs))
 			var recovered any
 			func() {
@@ -421,7 +421,7 @@ func TestCallbackBlocksClose(t *testing.T) {
 		checked = append(checked, err)
 		return nil
 	})
-	testprog.NewProducer(t, spec).Run(t, 2)
+	testprog.NewProducer(t, spec).RunOnCPU(t, 0, 2)
 	type result struct {
 		n   int
 		err error
@@ -462,7 +462,7 @@ func TestRecordLargerThanRing(t *testing.T) {
 	delivered := 0
 	m := newManager(t, rb, func([]byte) error { delivered++; return nil })
 	prod := testprog.NewProducer(t, testprog.Spec{Ring: rb, Size: 5000})
-	prod.Run(t, 10)
+	prod.RunOnCPU(t, 0, 10)
 	if n, err := m.Poll(100 * time.Millisecond); n != 0 || err != nil || delivered != 0 {
 		t.Fatalf("Poll: %d, %v", n, err)
 	}

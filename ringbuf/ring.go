@@ -33,12 +33,18 @@ type ring struct {
 	prod *uintptr // producer position: written only by the producer
 	data []byte   // the data area, twice: len(data) == 2*size
 	mask uintptr  // size-1; size is a power of two
+	// commitEvery is how many bytes of records read makes the consumer
+	// position be stored within a batch, to free room for the producer
+	// before the batch ends.
+	commitEvery uintptr
 }
 
 // newRing builds a ring over the given memory. data must hold the data area
-// twice (2*size bytes, size a power of two) and be 8-byte aligned.
+// twice (2*size bytes, size a power of two) and be 8-byte aligned. It stores
+// the consumer position once per batch and every quarter of the ring.
 func newRing(cons, prod *uintptr, data []byte) ring {
-	return ring{cons: cons, prod: prod, data: data, mask: uintptr(len(data)/2 - 1)}
+	size := uintptr(len(data) / 2)
+	return ring{cons: cons, prod: prod, data: data, mask: size - 1, commitEvery: max(size/4, 1)}
 }
 
 func (r *ring) size() uintptr { return r.mask + 1 }
@@ -55,8 +61,9 @@ func (r *ring) producerPos() uintptr { return atomic.LoadUintptr(r.prod) }
 //
 // The consumer position is stored once per batch, not once per record: each
 // store is a cache line the producer reads, and storing less often is the
-// biggest saving available to a consumer. The store always happens before
-// read returns, including on error and panic.
+// biggest saving available to a consumer. Within a long batch it is also
+// stored every commitEvery bytes, so that the producer gets room back. The
+// store always happens before read returns, including on error and panic.
 func (r *ring) read(fn Callback, max int) (n int, err error) {
 	cons := atomic.LoadUintptr(r.cons)
 	stored := cons
@@ -77,6 +84,12 @@ func (r *ring) read(fn Callback, max int) (n int, err error) {
 		for cons != prod {
 			if n >= max {
 				return n, nil
+			}
+			// Only records whose callbacks have returned may be freed: the
+			// producer may overwrite them at once.
+			if cons-stored >= r.commitEvery {
+				atomic.StoreUintptr(r.cons, cons)
+				stored = cons
 			}
 			off := cons & r.mask
 			// Pairs with the xchg of hdr->len in bpf_ringbuf_commit: once

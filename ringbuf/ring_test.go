@@ -159,3 +159,33 @@ func TestSimRingReadAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per batch of 100 records, want 0", allocs)
 	}
 }
+
+// TestSimRingCommitEvery checks that a read frees only records whose
+// callbacks have returned, and stores as often as commitEvery asks.
+func TestSimRingCommitEvery(t *testing.T) {
+	for _, every := range []uintptr{1, 64, 4096} {
+		t.Run(fmt.Sprint(every), func(t *testing.T) {
+			s := newSimRing(4096)
+			s.commitEvery = every
+			var starts []uintptr
+			for s.output(pattern(0, 24)) { // 32 bytes a record, until full
+				starts = append(starts, s.prod-32)
+			}
+			i := 0
+			n, err := s.read(func([]byte) error {
+				cons := s.consumerPos()
+				if cons > starts[i] {
+					return fmt.Errorf("record at %d handed over with the consumer position at %d: freed too early", starts[i], cons)
+				}
+				if lag := starts[i] - cons; lag >= every {
+					return fmt.Errorf("record at %d: consumer position %d lags by %d, more than commitEvery %d", starts[i], cons, lag, every)
+				}
+				i++
+				return nil
+			}, 1000)
+			if err != nil || n != len(starts) || s.consumerPos() != s.prod {
+				t.Fatalf("read: %d of %d, %v; consumer position %d, producer %d", n, len(starts), err, s.consumerPos(), s.prod)
+			}
+		})
+	}
+}

@@ -1,0 +1,125 @@
+package ringbuf
+
+import (
+	"errors"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/bpfring/bpfring/internal/testprog"
+)
+
+// TestNoLostWakeup makes a producer commit a record right as the consumer
+// goes to sleep, thousands of times, with adaptive wake-ups: the consumer
+// stores its position, re-reads the producer's and blocks in epoll, and the
+// producer's commit must wake it whichever of them comes first. A lost
+// wake-up leaves Poll waiting for a record that is there, which this test
+// sees as a hang.
+func TestNoLostWakeup(t *testing.T) {
+	rb := testprog.NewRingBuf(t, 4096)
+	spec := testprog.Spec{Ring: rb, Size: 8}
+	c := newChecker(t, spec)
+	prod := testprog.NewProducer(t, spec)
+	iterations := 5000
+	if raceEnabled || testing.Short() {
+		iterations = 1000
+	}
+	for _, opts := range []struct {
+		name string
+		opts []Option
+	}{
+		{"epoll", nil},
+		{"busy poll", []Option{WithBusyPoll(5 * time.Microsecond)}},
+	} {
+		t.Run(opts.name, func(t *testing.T) {
+			m := newManager(t, rb, c.callback, opts.opts...)
+			start := make(chan struct{})
+			done := make(chan error)
+			go func() {
+				for range iterations {
+					start <- struct{}{}
+					n, err := m.Poll(hang)
+					if err == nil && n == 0 {
+						err = errors.New("Poll returned no record: a wake-up was lost")
+					}
+					if err != nil {
+						done <- err
+						return
+					}
+				}
+				close(done)
+			}()
+			for i := range iterations {
+				select {
+				case <-start:
+				case err := <-done:
+					t.Fatalf("iteration %d: %v", i, err)
+				}
+				// Commit at a random moment around the consumer's sleep.
+				for spin := rand.IntN(4000); spin > 0; spin-- {
+				}
+				prod.RunOnCPU(t, 1, 1)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if got := c.count(); got != 2*iterations {
+		t.Fatalf("consumed %d records, want %d", got, 2*iterations)
+	}
+}
+
+func TestBusyPoll(t *testing.T) {
+	rb := testprog.NewRingBuf(t, 4096)
+	spec := testprog.Spec{Ring: rb, Size: 8, Flags: testprog.NoWakeup}
+	c := newChecker(t, spec)
+	m := newManager(t, rb, c.callback, WithBusyPoll(hang))
+	prod := testprog.NewProducer(t, spec)
+
+	// A record that sends no wake-up is found by the spinning Poll.
+	done := make(chan error, 1)
+	go func() {
+		n, err := m.Poll(2 * hang)
+		if err == nil && n != 3 {
+			err = errors.New("busy Poll missed a record that sent no wake-up")
+		}
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	prod.RunOnCPU(t, 0, 3)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// Past its spin, Poll sleeps in epoll: such a record goes unseen.
+	m = newManager(t, rb, c.callback, WithBusyPoll(time.Millisecond))
+	go func() {
+		n, err := m.Poll(300 * time.Millisecond)
+		if err == nil && n != 0 {
+			err = errors.New("Poll saw a record that sent no wake-up after its spin")
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	prod.RunOnCPU(t, 0, 1)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m.Consume(); n != 1 || err != nil || c.count() != 4 {
+		t.Fatalf("Consume: %d, %v; %d records in all", n, err, c.count())
+	}
+
+	// Close ends a spinning Poll too.
+	m = newManager(t, rb, c.callback, WithBusyPoll(hang))
+	go func() {
+		_, err := m.Poll(2 * hang)
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	m.Close()
+	if err := <-done; !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("spinning Poll after Close: %v", err)
+	}
+}
