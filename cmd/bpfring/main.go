@@ -24,6 +24,7 @@ var commands = []command{
 	{"snoop", "trace process exec and exit on the host through two ring buffers", runSnoop},
 	{"top", "show every ring buffer on the host: fill level, producer and consumer rates", runTop},
 	{"cat", "consume the records of one ring buffer and write them to stdout", runCat},
+	{"bench", "measure ring buffer consumers against a BPF producer", runBench},
 }
 
 func main() {
