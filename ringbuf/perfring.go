@@ -70,7 +70,9 @@ func (r *perfRing) read(fn Callback, max int) (n int, err error) {
 		// Pairs with the kernel's smp_store_release of data_head in
 		// perf_output_put_handle: records up to head are complete.
 		head := atomic.LoadUint64(r.head)
-		if head-tail > size {
+		// The kernel keeps both positions 8-byte aligned; the code below
+		// relies on it to read a header without wrapping.
+		if head-tail > size || (head|tail)%8 != 0 {
 			return n, fmt.Errorf("%w: perf data_head %d, data_tail %d, size %d", ErrCorrupt, head, tail, size)
 		}
 		for tail != head {
