@@ -45,8 +45,8 @@ func FuzzPerfRing(f *testing.F) {
 	f.Add(seed(24+perfLostSize, 0, sample(12), lost))
 	f.Add(seed(300, 250, sample(100), sample(100), sample(40))) // wraps
 	f.Add(seed(8, 0, []byte{9, 0, 0, 0, 0, 0, 0, 0}))           // size 0
-	f.Add(seed(1<<40, 0))                                         // head far ahead
-	f.Add(seed(0, 64))                                            // head behind tail
+	f.Add(seed(1<<40, 0))                                       // head far ahead
+	f.Add(seed(0, 64))                                          // head behind tail
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 16 {
 			return
