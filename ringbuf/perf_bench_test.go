@@ -139,4 +139,3 @@ func pinBenchThread(b *testing.B, cpu int) (restore func()) {
 		}
 	}
 }
-
