@@ -37,7 +37,10 @@ func (fd RawFD) FD() int { return int(fd) }
 type Callback func(data []byte) error
 
 var (
-	// ErrMapType means a map is not a BPF_MAP_TYPE_RINGBUF map.
+	// ErrMapType means a map is not of the type the call needs
+	// (BPF_MAP_TYPE_RINGBUF for New and Add, BPF_MAP_TYPE_PERF_EVENT_ARRAY
+	// for AddPerf), or has an unusable size: a perf map with fewer entries
+	// than CPUs, for one.
 	ErrMapType = errors.New("ringbuf: wrong map type")
 	// ErrNotMap means a file descriptor is open but is not a BPF map.
 	ErrNotMap = bpf.ErrNotMap
