@@ -296,6 +296,7 @@ func TestBadInput(t *testing.T) {
 		{"zero records per ring", rb, ok, []Option{WithMaxRecordsPerRing(0)}, os.ErrInvalid, "must be positive"},
 		{"zero busy poll", rb, ok, []Option{WithBusyPoll(0)}, os.ErrInvalid, "busy poll 0s: must be positive"},
 		{"negative commit interval", rb, ok, []Option{WithCommitEvery(-8)}, os.ErrInvalid, "commit every -8 bytes"},
+		{"negative batch delay", rb, ok, []Option{WithBatchDelay(-time.Second)}, os.ErrInvalid, "batch delay -1s: negative"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m, err := New(tt.rb, tt.fn, tt.opts...)

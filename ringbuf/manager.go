@@ -91,6 +91,53 @@ func WithCommitEvery(n int) Option {
 	}
 }
 
+// DefaultBatchDelay is how long a Poll that follows a large batch sleeps
+// before it reads, unless WithBatchDelay says otherwise.
+const DefaultBatchDelay = 50 * time.Microsecond
+
+// batchDelayRecords is the batch size, in records, that makes the next Poll
+// sleep first: at a rate that fills such batches, the delay costs little
+// latency and saves many wake-ups.
+const batchDelayRecords = 256
+
+// WithBatchDelay sets how long a Poll (or Run) sleeps before it reads when
+// the previous Poll read a large batch (256 records or more); 0 turns the
+// delay off.
+//
+// Why: with adaptive wake-ups (a producer's flags 0) the kernel wakes the
+// consumer for the first record committed after the consumer caught up, and
+// a wake-up costs the producer's CPU a few microseconds, about a hundred
+// times the record itself. A consumer that reads each record as soon as it
+// can is caught up all the time and makes the producer pay that for a large
+// share of its records. Under a steady stream, sleeping a little between
+// batches lets records accumulate, so the producer pays once per batch; at a
+// low rate batches stay small and Poll reacts at once. The sleep blocks the
+// calling thread (a nanosleep), like the wait in epoll it precedes, and
+// counts against Poll's timeout.
+func WithBatchDelay(d time.Duration) Option {
+	return func(m *Manager) error {
+		if d < 0 {
+			return fmt.Errorf("ringbuf: batch delay %v: negative: %w", d, os.ErrInvalid)
+		}
+		m.batchDelay = d
+		return nil
+	}
+}
+
+// nanosleep sleeps for d on the calling thread, to the timer's precision
+// (a Go timer would round a short sleep up to a millisecond when the
+// runtime has nothing else to do).
+func nanosleep(d time.Duration) {
+	ts := unix.NsecToTimespec(int64(d))
+	for {
+		var rem unix.Timespec
+		if err := unix.Nanosleep(&ts, &rem); !errors.Is(err, unix.EINTR) {
+			return
+		}
+		ts = rem
+	}
+}
+
 // WithBusyPoll makes Poll and Run spin for up to d before they sleep in
 // epoll, watching the rings' positions, and read as soon as one has
 // records. That saves the wake-up: a few microseconds of the producer's time
@@ -126,6 +173,8 @@ type Manager struct {
 	poller     *epoll.Poller
 	maxPerRing int
 	busyPoll   time.Duration
+	batchDelay time.Duration
+	lastPoll   int // records the last Poll read; guarded by pollSem
 	// commitEvery, if set, overrides each ring's default; see
 	// WithCommitEvery.
 	commitEvery int
@@ -198,6 +247,7 @@ func NewManager(opts ...Option) (*Manager, error) {
 func makeManager(opts []Option) (*Manager, error) {
 	m := &Manager{
 		maxPerRing: DefaultMaxRecordsPerRing,
+		batchDelay: DefaultBatchDelay,
 		pollSem:    make(chan struct{}, 1),
 		readSem:    make(chan struct{}, 1),
 		events:     make([]unix.EpollEvent, maxEvents),
@@ -284,6 +334,10 @@ func (m *Manager) register(srcs []source, fds []int) error {
 // records delivered; 0 and a nil error when the timeout expired, or when a
 // wake-up found only records that are still being written.
 //
+// After a Poll that read a large batch, the next one first sleeps briefly
+// (WithBatchDelay), so that a steady stream is read in batches rather than
+// one wake-up at a time; WithBusyPoll makes it spin before it sleeps.
+//
 // A callback error stops the read and is returned wrapped, together with the
 // number of records delivered, the failing one included. Close from another
 // goroutine makes a waiting Poll return an error wrapping os.ErrClosed.
@@ -331,8 +385,16 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 	}
 	defer func() { <-m.pollSem }()
 
+	if m.batchDelay > 0 && m.lastPoll >= batchDelayRecords && timeout != 0 {
+		delay := m.batchDelay
+		if timeout > 0 {
+			delay = min(delay, time.Until(deadline))
+		}
+		nanosleep(delay)
+	}
 	if m.busyPoll > 0 && timeout != 0 {
 		if n, err, done := m.spin(ctx, deadline); done {
+			m.lastPoll = n
 			return n, err
 		}
 	}
@@ -365,6 +427,7 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 		}
 		if rings || m.pending.Load() > 0 {
 			n, err := m.readReported(ctx, nev)
+			m.lastPoll = n
 			if n > 0 || err != nil || rings {
 				return n, err
 			}
@@ -557,10 +620,12 @@ func (m *Manager) Ring(i int) (*Ring, error) {
 // Close stops the manager. It is idempotent and returns at once, also when a
 // callback is running or blocked: a Poll or Run waiting in another goroutine
 // wakes and returns an error wrapping os.ErrClosed, and every later call does
-// the same. The rings are unmapped and the manager's fds closed as soon as
-// the last call in progress returns (at once when there is none), never
-// while a callback may still read a record. Close returns the error of that
-// release when it happens within Close.
+// the same. A call that is reading when Close comes finishes the ring it is
+// on (at most the per-ring limit of records), then returns an error wrapping
+// os.ErrClosed with the count it delivered. The rings are unmapped and the
+// manager's fds closed as soon as the last call in progress returns (at once
+// when there is none), never while a callback may still read a record.
+// Close returns the error of that release when it happens within Close.
 func (m *Manager) Close() error {
 	m.users.Add(1) // hold: the release must not run before the wake-up
 	if !m.closed.CompareAndSwap(false, true) {

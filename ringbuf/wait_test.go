@@ -135,3 +135,49 @@ func TestBusyPoll(t *testing.T) {
 		t.Fatalf("spinning Poll after Close: %v", err)
 	}
 }
+
+// TestBatchDelay checks when a Poll sleeps before it reads: only after a
+// batch of at least batchDelayRecords, never beyond its timeout, never for
+// Poll(0).
+func TestBatchDelay(t *testing.T) {
+	rb := testprog.NewRingBuf(t, 64<<10)
+	spec := testprog.Spec{Ring: rb, Size: 16, Batch: 100}
+	c := newChecker(t, spec)
+	const delay = time.Hour // a Poll that sleeps it shows as a hang
+	m := newManager(t, rb, c.callback, WithBatchDelay(delay))
+	prod := testprog.NewProducer(t, spec)
+
+	// pollNoSleep polls with a long timeout: one that slept the delay
+	// (capped at the timeout) would take it all.
+	pollNoSleep := func(what string, want int) {
+		t.Helper()
+		start := time.Now()
+		if n, err := m.Poll(2 * hang); n != want || err != nil || time.Since(start) >= hang {
+			t.Fatalf("%s: %d, %v after %v; want %d at once", what, n, err, time.Since(start), want)
+		}
+	}
+	prod.RunOnCPU(t, 0, 1) // a small batch: no delay after it
+	pollNoSleep("Poll", 100)
+	prod.RunOnCPU(t, 0, 3)
+	pollNoSleep("Poll after a small batch", 300)
+	// After a batch of 300, Poll(0) still does not wait, and a Poll with a
+	// timeout sleeps no longer than that timeout.
+	prod.RunOnCPU(t, 0, 3)
+	if n, err := m.Poll(0); n != 300 || err != nil {
+		t.Fatalf("Poll(0) after a large batch: %d, %v", n, err)
+	}
+	start := time.Now()
+	if n, err := m.Poll(50 * time.Millisecond); n != 0 || err != nil || time.Since(start) < 50*time.Millisecond {
+		t.Fatalf("Poll(50ms) after a large batch: %d, %v after %v", n, err, time.Since(start))
+	}
+	// With the delay off, a large batch is followed by an immediate read.
+	m = newManager(t, rb, c.callback, WithBatchDelay(0))
+	prod.RunOnCPU(t, 0, 3)
+	for range 2 {
+		pollNoSleep("Poll without a delay", 300)
+		prod.RunOnCPU(t, 0, 3)
+	}
+	if c.count() != 1300 {
+		t.Fatalf("%d records delivered", c.count())
+	}
+}

@@ -228,8 +228,8 @@ func (cfg Config) validate() error {
 		}
 	}
 	for _, c := range cfg.Consumers {
-		if !slices.Contains(AllConsumers, c) {
-			return fmt.Errorf("unknown consumer %q (want one of %v)", c, AllConsumers)
+		if !slices.Contains(KnownConsumers, c) {
+			return fmt.Errorf("unknown consumer %q (want one of %v)", c, KnownConsumers)
 		}
 	}
 	for _, s := range cfg.Sizes {

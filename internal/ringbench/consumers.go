@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -22,10 +23,18 @@ const (
 	BusyPoll = "busypoll" // ringbuf.Manager.Poll with ringbuf.WithBusyPoll
 	Cilium   = "cilium"   // cilium/ebpf ringbuf.Reader.ReadInto
 	Ceiling  = "ceiling"  // moves the consumer position to the producer's once a millisecond
+
+	// Variants of Poll for before/after comparisons of its defaults.
+	PollEager   = "poll-eager"   // ringbuf.WithBatchDelay(0): no sleep after a large batch
+	PollCommit1 = "poll-commit1" // ringbuf.WithCommitEvery(1): the position stored after every record
 )
 
-// AllConsumers lists every consumer, in the order they are run.
+// AllConsumers lists the consumers a run measures by default, in the order
+// they are run.
 var AllConsumers = []string{Poll, Consume, BusyPoll, Cilium, Ceiling}
+
+// KnownConsumers lists every consumer a run can measure.
+var KnownConsumers = append(slices.Clone(AllConsumers), PollEager, PollCommit1)
 
 // slice is how long a consumer waits at most before it looks at its stop
 // flag again.
@@ -54,10 +63,15 @@ type consumer interface {
 func newConsumer(name string, rb *ebpf.Map, recordSize int, rec func([]byte)) (consumer, error) {
 	callback := func(data []byte) error { rec(data); return nil }
 	switch name {
-	case Poll, Consume, BusyPoll:
+	case Poll, Consume, BusyPoll, PollEager, PollCommit1:
 		var opts []ringbuf.Option
-		if name == BusyPoll {
+		switch name {
+		case BusyPoll:
 			opts = append(opts, ringbuf.WithBusyPoll(busyPollSpin))
+		case PollEager:
+			opts = append(opts, ringbuf.WithBatchDelay(0))
+		case PollCommit1:
+			opts = append(opts, ringbuf.WithCommitEvery(1))
 		}
 		m, err := ringbuf.New(rb, callback, opts...)
 		if err != nil {
@@ -73,7 +87,7 @@ func newConsumer(name string, rb *ebpf.Map, recordSize int, rec func([]byte)) (c
 	case Ceiling:
 		return newCeiling(rb, recordSize)
 	}
-	return nil, fmt.Errorf("unknown consumer %q (want one of %v)", name, AllConsumers)
+	return nil, fmt.Errorf("unknown consumer %q (want one of %v)", name, KnownConsumers)
 }
 
 type managerConsumer struct {
