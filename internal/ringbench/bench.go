@@ -125,6 +125,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Results, error) 
 	}
 	res := &Results{Machine: machine(), Config: cfg}
 	total := len(cfg.Wakeups) * len(cfg.Sizes) * len(cfg.Batches) * len(cfg.Consumers) * cfg.Runs
+	if slices.Contains(cfg.Consumers, Perf) && slices.Contains(cfg.Wakeups, B2B) {
+		total -= len(cfg.Sizes) * len(cfg.Batches) * cfg.Runs
+	}
 	if cfg.LatencyRate > 0 {
 		total += len(latencyConsumers(cfg.Consumers)) * cfg.Runs
 	}
@@ -147,6 +150,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Results, error) 
 						if err := ctx.Err(); err != nil {
 							return nil, err
 						}
+						if name == Perf && wakeup == B2B {
+							continue // back to back needs a ring buffer's positions
+						}
 						step(fmt.Sprintf("%s wake-ups, %d B records, batch %d: %s, run %d", wakeup, size, batch, name, run+1))
 						m, err := measure(ctx, cfg, scenario{wakeup: wakeup, size: size, batch: batch, consumer: name})
 						if err != nil {
@@ -160,6 +166,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Results, error) 
 				}
 				ceiling := spread(rates[Ceiling]).Median
 				for _, name := range cfg.Consumers {
+					if name == Perf && wakeup == B2B {
+						continue
+					}
 					t := Throughput{
 						Wakeup: wakeup, Size: size, Batch: batch, Consumer: name,
 						Rate:         spread(rates[name]),
@@ -253,9 +262,17 @@ type scenario struct {
 // cfg.Duration, then stops the producer, drains the ring and checks that
 // the consumer got exactly what the producer submitted.
 func measure(ctx context.Context, cfg Config, sc scenario) (measurement, error) {
-	rb, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: uint32(cfg.RingSize)})
+	spec := &ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: uint32(cfg.RingSize)}
+	if sc.consumer == Perf {
+		cpus, err := ebpf.PossibleCPU()
+		if err != nil {
+			return measurement{}, err
+		}
+		spec = &ebpf.MapSpec{Type: ebpf.PerfEventArray, KeySize: 4, ValueSize: 4, MaxEntries: uint32(cpus)}
+	}
+	rb, err := ebpf.NewMap(spec)
 	if err != nil {
-		return measurement{}, fmt.Errorf("create ring buffer: %w", err)
+		return measurement{}, fmt.Errorf("create %s map: %w", spec.Type, err)
 	}
 	defer rb.Close()
 	if sc.consumer == Ceiling {
@@ -283,7 +300,7 @@ func measure(ctx context.Context, cfg Config, sc scenario) (measurement, error) 
 			m.latencies = append(m.latencies, clock.now()-int64(timestamp(data)))
 		}
 	}
-	cons, err := newConsumer(sc.consumer, rb, sc.size, rec)
+	cons, err := newConsumer(sc.consumer, rb, cfg, sc, rec)
 	if err != nil {
 		return measurement{}, err
 	}

@@ -24,6 +24,11 @@ const (
 	Cilium   = "cilium"   // cilium/ebpf ringbuf.Reader.ReadInto
 	Ceiling  = "ceiling"  // moves the consumer position to the producer's once a millisecond
 
+	// Perf reads a perf buffer (BPF_MAP_TYPE_PERF_EVENT_ARRAY, written with
+	// bpf_perf_event_output) with ringbuf.Manager.AddPerf and Poll: the
+	// ring buffer's predecessor, on the same scenarios but back to back.
+	Perf = "perf"
+
 	// Variants of Poll for before/after comparisons of its defaults.
 	PollEager   = "poll-eager"   // ringbuf.WithBatchDelay(0): no sleep after a large batch
 	PollCommit1 = "poll-commit1" // ringbuf.WithCommitEvery(1): the position stored after every record
@@ -34,7 +39,7 @@ const (
 var AllConsumers = []string{Poll, Consume, BusyPoll, Cilium, Ceiling}
 
 // KnownConsumers lists every consumer a run can measure.
-var KnownConsumers = append(slices.Clone(AllConsumers), PollEager, PollCommit1)
+var KnownConsumers = append(slices.Clone(AllConsumers), Perf, PollEager, PollCommit1)
 
 // slice is how long a consumer waits at most before it looks at its stop
 // flag again.
@@ -57,12 +62,28 @@ type consumer interface {
 	close() error
 }
 
-// newConsumer creates the named consumer of rb; it calls rec for each
-// record it reads (the ceiling consumer reads none and counts them from the
-// positions, recordSize bytes each).
-func newConsumer(name string, rb *ebpf.Map, recordSize int, rec func([]byte)) (consumer, error) {
+// newConsumer creates the named consumer of rb (a perf event array for
+// Perf); it calls rec for each record it reads (the ceiling consumer reads
+// none and counts them from the positions, recordSize bytes each).
+func newConsumer(name string, rb *ebpf.Map, cfg Config, sc scenario, rec func([]byte)) (consumer, error) {
 	callback := func(data []byte) error { rec(data); return nil }
 	switch name {
+	case Perf:
+		// Per-CPU rings as large as the ring buffer, woken per sample or at
+		// the sampled policy's watermark.
+		opts := []ringbuf.PerfOption{ringbuf.WithPerfPages(cfg.RingSize / os.Getpagesize())}
+		if sc.wakeup == Sampled {
+			opts = append(opts, ringbuf.WithPerfWakeupBytes(min(cfg.SampleBytes, cfg.RingSize)))
+		}
+		m, err := ringbuf.NewManager()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := m.AddPerf(rb, callback, opts...); err != nil {
+			m.Close()
+			return nil, err
+		}
+		return &managerConsumer{m: m}, nil
 	case Poll, Consume, BusyPoll, PollEager, PollCommit1:
 		var opts []ringbuf.Option
 		switch name {
@@ -85,7 +106,7 @@ func newConsumer(name string, rb *ebpf.Map, recordSize int, rec func([]byte)) (c
 		}
 		return &ciliumConsumer{r: r, rec: rec}, nil
 	case Ceiling:
-		return newCeiling(rb, recordSize)
+		return newCeiling(rb, sc.size)
 	}
 	return nil, fmt.Errorf("unknown consumer %q (want one of %v)", name, KnownConsumers)
 }

@@ -38,10 +38,14 @@ type producer struct {
 
 func newProducer(rb *ebpf.Map, cfg Config, sc scenario) (*producer, error) {
 	spec := testprog.Spec{Ring: rb, Size: sc.size, Batch: sc.batch, Timestamp: sc.rate > 0}
-	if sc.wakeup == Sampled {
+	if sc.wakeup == Sampled && sc.consumer != Perf { // a perf buffer samples with its watermark
 		spec.SampleBytes = cfg.SampleBytes
 	}
-	p, err := testprog.Load(spec)
+	load := testprog.Load
+	if sc.consumer == Perf {
+		load = testprog.LoadPerf
+	}
+	p, err := load(spec)
 	if err != nil {
 		return nil, fmt.Errorf("producer: %w", err)
 	}
