@@ -18,9 +18,14 @@
 // callback returns.
 //
 // Work is bounded per ring per call (WithMaxRecordsPerRing), so a producer
-// that never pauses cannot keep one call on its ring forever, and the
-// consumer position is stored once per batch of records rather than once per
-// record.
+// that never pauses cannot keep one call on its ring forever; the consumer
+// position is stored once per batch of records rather than once per record;
+// and after a large batch Poll sleeps briefly (WithBatchDelay), so that a
+// steady stream costs the producer few kernel wake-ups.
+//
+// The same Manager also consumes perf buffers (BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+// the ring buffer's predecessor) added with AddPerf: one ring per CPU, read
+// by the same Poll, Consume and Run, with lost-sample accounting.
 //
 // Errors wrap sentinels that errors.Is recognises: ErrMapType, ErrNotMap,
 // ErrCorrupt, os.ErrClosed after Close, os.ErrInvalid for bad arguments, and
