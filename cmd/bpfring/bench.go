@@ -24,7 +24,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	wakeups := fs.String("wakeups", strings.Join(cfg.Wakeups, ","),
 		"wake-up policies: default (adaptive), sampled (forced once -sample bytes wait), b2b (back to back)")
 	consumers := fs.String("consumers", strings.Join(cfg.Consumers, ","),
-		"consumers: poll, consume, busypoll (this library), cilium (cilium/ebpf ReadInto), ceiling (the producer's own rate);\n"+
+		"consumers: poll, consume, busypoll (this library), cilium (cilium/ebpf ReadInto), perf (a perf buffer, not back to back),\n"+
+			"ceiling (the producer's own rate);\n"+
 			"also poll-eager (Poll without its batch delay) and poll-commit1 (Poll storing its position after every record)")
 	fs.IntVar(&cfg.Runs, "runs", cfg.Runs, "measurements per consumer and scenario; medians and ranges are over these")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of one measurement")

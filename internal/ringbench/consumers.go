@@ -36,10 +36,10 @@ const (
 
 // AllConsumers lists the consumers a run measures by default, in the order
 // they are run.
-var AllConsumers = []string{Poll, Consume, BusyPoll, Cilium, Ceiling}
+var AllConsumers = []string{Poll, Consume, BusyPoll, Cilium, Perf, Ceiling}
 
 // KnownConsumers lists every consumer a run can measure.
-var KnownConsumers = append(slices.Clone(AllConsumers), Perf, PollEager, PollCommit1)
+var KnownConsumers = append(slices.Clone(AllConsumers), PollEager, PollCommit1)
 
 // slice is how long a consumer waits at most before it looks at its stop
 // flag again.
