@@ -408,7 +408,8 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 				left = 0
 			}
 		}
-		nev, err := m.poller.Wait(m.events, left)
+		wait, capped := m.perfWait(left) // capped: a perf rescan is due first
+		nev, err := m.poller.Wait(m.events, wait)
 		if err != nil {
 			return 0, fmt.Errorf("ringbuf: %w", err)
 		}
@@ -425,7 +426,7 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 				rings = true
 			}
 		}
-		if rings || m.pending.Load() > 0 {
+		if rings || m.pending.Load() > 0 || capped {
 			n, err := m.readReported(ctx, nev)
 			m.lastPoll = n
 			if n > 0 || err != nil || rings {
@@ -433,7 +434,7 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 			}
 			// Pending perf rings that another call drained meanwhile: wait on.
 		}
-		if nev == 0 && timeout >= 0 {
+		if nev == 0 && timeout >= 0 && !capped {
 			return 0, nil // timed out
 		}
 	}
@@ -475,6 +476,7 @@ func (m *Manager) readReported(ctx context.Context, nev int) (int, error) {
 	}
 	defer func() { <-m.readSem }()
 	m.serial++
+	m.rescanPerf()
 	srcs := *m.sources.Load()
 	total := 0
 	for _, ev := range m.events[:nev] {
@@ -564,6 +566,7 @@ func (m *Manager) readAll(ctx context.Context, n int) (int, error) {
 	}
 	defer func() { <-m.readSem }()
 
+	m.rescanPerf()
 	srcs := *m.sources.Load()
 	if len(srcs) == 0 {
 		return 0, nil

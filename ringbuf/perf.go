@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +20,10 @@ import (
 // WithPerfPages says otherwise.
 const DefaultPerfPages = 16
 
+// DefaultPerfRescan is how often, at most, the manager rescans a perf
+// buffer's CPUs on its own, unless WithPerfRescan says otherwise.
+const DefaultPerfRescan = time.Second
+
 // PerfOption configures a perf buffer added with AddPerf.
 type PerfOption func(*perfConfig) error
 
@@ -26,6 +32,7 @@ type perfConfig struct {
 	wakeup    perf.Wakeup
 	wakeupSet bool
 	onLost    func(cpu int, count uint64)
+	rescan    time.Duration
 }
 
 // WithPerfPages sets the size of each CPU's perf ring: n pages, a power of
@@ -88,19 +95,44 @@ func WithPerfLost(fn func(cpu int, count uint64)) PerfOption {
 	}
 }
 
+// WithPerfRescan sets how often, at most, the manager rescans the perf
+// buffer's CPUs on its own (see PerfMap.Rescan): Poll, Run, Consume and
+// ConsumeN do it when the interval has passed, and a Poll or Run that waits
+// for longer wakes up for it. d = 0 turns the automatic rescan off; Rescan
+// still works. The default is DefaultPerfRescan; d must not be negative.
+func WithPerfRescan(d time.Duration) PerfOption {
+	return func(c *perfConfig) error {
+		if d < 0 {
+			return fmt.Errorf("ringbuf: perf rescan every %v: negative: %w", d, os.ErrInvalid)
+		}
+		c.rescan = d
+		return nil
+	}
+}
+
 // PerfMap is a perf buffer (BPF_MAP_TYPE_PERF_EVENT_ARRAY) of a Manager: one
 // perf event ring per CPU, each one a source of the manager like a ring
 // buffer.
 type PerfMap struct {
-	m      *Manager
-	index  int
-	mapFD  int // the caller's fd
-	fd     int // our duplicate, owned
-	fn     Callback
-	onLost func(cpu int, count uint64)
-	size   int // data bytes per CPU
-	rings  []*cpuRing
-	lost   atomic.Uint64
+	m       *Manager
+	index   int
+	name    string
+	mapFD   int // the caller's fd
+	fd      int // our duplicate, owned
+	entries uint32
+	fn      Callback
+	onLost  func(cpu int, count uint64)
+	size    int // data bytes per CPU
+	cfg     perfConfig
+	lost    atomic.Uint64
+
+	// next is when the next automatic rescan is due, in monotime
+	// nanoseconds; a reader claims a rescan by moving it on.
+	next atomic.Int64
+
+	mu    sync.Mutex // guards rings once published, rescans, err
+	rings []*cpuRing // by increasing CPU
+	err   error      // of the last rescan
 }
 
 // cpuRing is the perf event ring of one CPU of a PerfMap.
@@ -113,6 +145,11 @@ type cpuRing struct {
 	stored bool   // fd stored in the map at index cpu
 	queued bool   // counted in Manager.pending; guarded by readSem
 	readAt uint64 // Manager.serial of the last readReported that read it; guarded by readSem
+
+	// live is the event stored in the map, guarded by pm.mu: fd, or, once
+	// fd's CPU went offline and came back, a newer event redirected into
+	// fd's ring.
+	live int
 }
 
 // AddPerf adds a perf buffer, a BPF_MAP_TYPE_PERF_EVENT_ARRAY map, whose
@@ -125,10 +162,15 @@ type cpuRing struct {
 // stores its fd in the map at the CPU's index and registers it on the
 // manager's epoll, where it is read like a ring buffer by Poll, Consume,
 // ConsumeN and Run; the per-ring limit applies to each CPU's ring. A CPU
-// that goes offline meanwhile is skipped; a CPU that comes online later gets
-// no ring, so what a BPF program outputs on it fails (bpf_perf_event_output
-// returns an error). The map's max_entries must exceed the highest online
-// CPU, or AddPerf fails with ErrMapType.
+// that goes offline meanwhile is skipped. The map's max_entries must exceed
+// the highest online CPU, or AddPerf fails with ErrMapType.
+//
+// CPUs that come online later, and CPUs that go offline and come back, are
+// handled by rescans (see PerfMap.Rescan and WithPerfRescan): by default the
+// manager rescans at most once a second while it is used. Until the rescan
+// after such a change, what a BPF program outputs on that CPU fails
+// (bpf_perf_event_output returns an error). A CPU that goes offline keeps its
+// ring; the samples in it are still read.
 //
 // fn receives each sample's raw data as the kernel stores it: the bytes the
 // BPF program passed, followed by up to 7 bytes of padding up to a length of
@@ -153,7 +195,7 @@ func (m *Manager) AddPerf(pm Map, fn Callback, opts ...PerfOption) (*PerfMap, er
 	if fn == nil {
 		return nil, fmt.Errorf("ringbuf: nil callback: %w", os.ErrInvalid)
 	}
-	cfg := perfConfig{pages: DefaultPerfPages, wakeup: perf.Wakeup{Events: 1}}
+	cfg := perfConfig{pages: DefaultPerfPages, wakeup: perf.Wakeup{Events: 1}, rescan: DefaultPerfRescan}
 	for _, opt := range opts {
 		if err := opt(&cfg); err != nil {
 			return nil, err
@@ -185,8 +227,9 @@ func (m *Manager) AddPerf(pm Map, fn Callback, opts ...PerfOption) (*PerfMap, er
 	if err != nil {
 		return nil, fmt.Errorf("ringbuf: dup fd %d: %w", fd, err)
 	}
-	p := &PerfMap{m: m, mapFD: fd, fd: dup, fn: fn, onLost: cfg.onLost, size: size}
-	if err := p.open(cpus, cfg); err != nil {
+	p := &PerfMap{m: m, name: info.Name, mapFD: fd, fd: dup, entries: info.MaxEntries,
+		fn: fn, onLost: cfg.onLost, size: size, cfg: cfg}
+	if err := p.open(cpus); err != nil {
 		p.closeRings()
 		p.close()
 		return nil, fmt.Errorf("ringbuf: perf map %q: %w", info.Name, err)
@@ -206,15 +249,18 @@ func (m *Manager) AddPerf(pm Map, fn Callback, opts ...PerfOption) (*PerfMap, er
 		p.close()
 		return nil, err
 	}
+	if cfg.rescan > 0 {
+		p.next.Store(monotime() + int64(cfg.rescan))
+	}
 	all := append(old[:len(old):len(old)], p)
 	m.perfMaps.Store(&all)
 	return p, nil
 }
 
 // open opens the ring of every CPU in cpus, skipping those that went offline.
-func (p *PerfMap) open(cpus []int, cfg perfConfig) error {
+func (p *PerfMap) open(cpus []int) error {
 	for _, cpu := range cpus {
-		c, err := p.openCPU(cpu, cfg)
+		c, err := p.openCPU(cpu)
 		if errors.Is(err, unix.ENODEV) {
 			continue // went offline since we listed it
 		}
@@ -229,13 +275,13 @@ func (p *PerfMap) open(cpus []int, cfg perfConfig) error {
 	return nil
 }
 
-func (p *PerfMap) openCPU(cpu int, cfg perfConfig) (*cpuRing, error) {
-	fd, err := perf.Open(cpu, cfg.wakeup)
+func (p *PerfMap) openCPU(cpu int) (*cpuRing, error) {
+	fd, err := perf.Open(cpu, p.cfg.wakeup)
 	if err != nil {
 		return nil, err
 	}
-	c := &cpuRing{pm: p, cpu: cpu, fd: fd}
-	if c.mem, err = perf.Mmap(fd, cfg.pages); err != nil {
+	c := &cpuRing{pm: p, cpu: cpu, fd: fd, live: fd}
+	if c.mem, err = perf.Mmap(fd, p.cfg.pages); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -297,13 +343,17 @@ func (c *cpuRing) read(max int) (int, error) {
 	return n, nil
 }
 
-// close disables the event, clears its entry in the map (so that the BPF
+// close disables the events, clears the entry in the map (so that the BPF
 // program's outputs on this CPU fail instead of filling a ring nobody
-// reads), unmaps the ring and closes the event. The entry is deleted
+// reads), unmaps the ring and closes the events. The entry is deleted
 // unconditionally: another user who stored their own fd at this CPU's index
 // meanwhile loses it.
 func (c *cpuRing) close() error {
 	var errs []error
+	if c.live != c.fd {
+		errs = append(errs, perf.Disable(c.live), unix.Close(c.live))
+		c.live = c.fd
+	}
 	if c.mem != nil {
 		errs = append(errs, perf.Disable(c.fd))
 	}
@@ -330,8 +380,12 @@ func (p *PerfMap) MapFD() int { return p.mapFD }
 // Size returns the size of each CPU's ring in bytes, metadata page excluded.
 func (p *PerfMap) Size() int { return p.size }
 
-// CPUs returns the CPUs that have a ring, in increasing order.
+// CPUs returns the CPUs that have a ring, in increasing order: those online
+// when the perf buffer was added and those that a rescan found online since.
+// A CPU that went offline keeps its ring.
 func (p *PerfMap) CPUs() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	cpus := make([]int, len(p.rings))
 	for i, c := range p.rings {
 		cpus[i] = c.cpu
@@ -346,3 +400,216 @@ func (p *PerfMap) CPUs() []int {
 // overflowed and that record is read. Lost may be called at any time, also
 // after Close.
 func (p *PerfMap) Lost() uint64 { return p.lost.Load() }
+
+// Rescan brings the perf buffer up to date with the CPUs online now, at once
+// (the manager also does it on its own, see WithPerfRescan):
+//
+//   - A CPU that came online and has no ring gets one, set up as AddPerf
+//     does, and from then on is read like the others.
+//   - A CPU that went offline keeps its ring and its unread samples. The
+//     kernel drops a CPU's perf events when the CPU goes offline and does
+//     not bring them back with it, so outputs there would fail for good:
+//     Rescan spots such an event (its enabled time stands still) once the
+//     CPU is back, opens a new one redirected into the same ring
+//     (PERF_EVENT_IOC_SET_OUTPUT) and stores that in the map. The ring, its
+//     position and its epoll registration stay.
+//
+// A CPU that fails is skipped and tried again by the next rescan; the others
+// are set up anyway. Rescan returns the errors of the CPUs that failed,
+// joined (nil when every online CPU has a working ring), and RescanErr
+// returns them until the next rescan. A CPU beyond the map's max_entries is
+// such an error, wrapping ErrMapType. After Close, Rescan returns an error
+// wrapping os.ErrClosed. It may be called from any goroutine, also from a
+// callback.
+func (p *PerfMap) Rescan() error {
+	if err := p.m.enter(); err != nil {
+		return err
+	}
+	defer p.m.exit()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rescan()
+}
+
+// RescanErr returns the error of the last rescan, automatic or explicit: nil
+// if it left every online CPU with a working ring (or there was none yet).
+func (p *PerfMap) RescanErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// epoch anchors monotime.
+var epoch = time.Now()
+
+// monotime returns the monotonic clock in nanoseconds: a clock read, no
+// allocation.
+func monotime() int64 { return int64(time.Since(epoch)) }
+
+// rescanPerf runs the automatic rescans that are due. It is called on every
+// read, so the common case is one atomic load per perf buffer and one clock
+// read. A rescan that another goroutine is running (an explicit Rescan) is
+// not waited for.
+func (m *Manager) rescanPerf() {
+	pms := *m.perfMaps.Load()
+	if len(pms) == 0 {
+		return
+	}
+	now := monotime()
+	for _, p := range pms {
+		next := p.next.Load()
+		if p.cfg.rescan == 0 || now < next || !p.next.CompareAndSwap(next, now+int64(p.cfg.rescan)) {
+			continue
+		}
+		if p.mu.TryLock() {
+			p.rescan()
+			p.mu.Unlock()
+		}
+	}
+}
+
+// perfWait caps a wait in epoll of left (negative: forever) at the next
+// automatic rescan, so that a Poll or Run that hears nothing still rescans;
+// capped reports whether it did.
+func (m *Manager) perfWait(left time.Duration) (wait time.Duration, capped bool) {
+	pms := *m.perfMaps.Load()
+	if len(pms) == 0 {
+		return left, false
+	}
+	due := int64(-1)
+	for _, p := range pms {
+		if next := p.next.Load(); p.cfg.rescan > 0 && (due < 0 || next < due) {
+			due = next
+		}
+	}
+	if due < 0 {
+		return left, false
+	}
+	d := max(time.Duration(due-monotime()), 0)
+	if left >= 0 && left <= d {
+		return left, false
+	}
+	return d, true
+}
+
+// rescan implements Rescan. The caller holds p.mu.
+func (p *PerfMap) rescan() error {
+	if p.cfg.rescan > 0 {
+		p.next.Store(monotime() + int64(p.cfg.rescan))
+	}
+	var errs []error
+	for _, c := range p.rings {
+		if err := c.revive(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	cpus, err := perf.OnlineCPUs()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var added []*cpuRing
+	for _, cpu := range cpus {
+		if _, ok := slices.BinarySearchFunc(p.rings, cpu, func(c *cpuRing, cpu int) int { return c.cpu - cpu }); ok {
+			continue
+		}
+		if uint64(cpu) >= uint64(p.entries) {
+			errs = append(errs, fmt.Errorf("%w: cpu %d came online, but perf map %q has max_entries %d",
+				ErrMapType, cpu, p.name, p.entries))
+			continue
+		}
+		c, err := p.openCPU(cpu)
+		if errors.Is(err, unix.ENODEV) {
+			continue // went offline again
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		added = append(added, c)
+	}
+	if len(added) > 0 {
+		if err := p.register(added); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.err = nil
+	if len(errs) > 0 {
+		p.err = fmt.Errorf("ringbuf: perf map %d (%q): rescan: %w", p.index, p.name, errors.Join(errs...))
+	}
+	return p.err
+}
+
+// register adds the rings of CPUs that came online to the manager and to
+// p.rings; on failure it closes them. The caller holds p.mu.
+func (p *PerfMap) register(added []*cpuRing) error {
+	srcs := make([]source, len(added))
+	fds := make([]int, len(added))
+	for i, c := range added {
+		srcs[i], fds[i] = c, c.fd
+	}
+	p.m.addMu.Lock()
+	err := p.m.register(srcs, fds)
+	p.m.addMu.Unlock()
+	if err != nil {
+		for _, c := range added {
+			c.close()
+		}
+		return err
+	}
+	rings := append(slices.Clone(p.rings), added...)
+	slices.SortFunc(rings, func(a, b *cpuRing) int { return a.cpu - b.cpu })
+	p.rings = rings
+	return nil
+}
+
+// revive replaces the ring's event if the kernel dropped it while its CPU
+// was offline and the CPU is back: a new event on the CPU, redirected into
+// the ring and stored in the map. While the CPU is still offline it does
+// nothing. The caller holds pm.mu.
+func (c *cpuRing) revive() error {
+	alive, err := c.alive()
+	if alive || err != nil {
+		return err
+	}
+	fd, err := perf.Open(c.cpu, c.pm.cfg.wakeup)
+	if errors.Is(err, unix.ENODEV) {
+		return nil // still offline
+	}
+	if err != nil {
+		return err
+	}
+	err = perf.Redirect(fd, c.fd)
+	if err == nil {
+		err = perf.Enable(fd)
+	}
+	if err == nil {
+		err = bpf.UpdateUint32(c.pm.fd, uint32(c.cpu), uint32(fd))
+	}
+	if err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("cpu %d: replace the event dropped while the CPU was offline: %w", c.cpu, err)
+	}
+	if c.live != c.fd {
+		unix.Close(c.live) // an earlier replacement, dropped in turn
+	}
+	c.live, c.stored = fd, true
+	return nil
+}
+
+// alive reports whether the stored event is still on its CPU: its enabled
+// time grows between two reads (each one makes the CPU bring it up to date,
+// to the nanosecond) unless the kernel took it off the CPU for good. A
+// clock too coarse to move between the reads would make a live event look
+// dead; replacing it costs a few system calls and loses nothing, since both
+// write into the same ring.
+func (c *cpuRing) alive() (bool, error) {
+	t0, err := perf.TimeEnabled(c.live)
+	if err != nil {
+		return false, fmt.Errorf("cpu %d: %w", c.cpu, err)
+	}
+	t1, err := perf.TimeEnabled(c.live)
+	if err != nil {
+		return false, fmt.Errorf("cpu %d: %w", c.cpu, err)
+	}
+	return t1 != t0, nil
+}

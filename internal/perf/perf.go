@@ -1,6 +1,7 @@
 package perf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -30,7 +31,8 @@ type Wakeup struct {
 
 // Open opens a PERF_COUNT_SW_BPF_OUTPUT software event with PERF_SAMPLE_RAW
 // for any process on cpu, disabled, close-on-exec. An offline CPU fails with
-// an error wrapping unix.ENODEV.
+// an error wrapping unix.ENODEV. The event reads as its time enabled (see
+// TimeEnabled).
 func Open(cpu int, w Wakeup) (int, error) {
 	attr := unix.PerfEventAttr{
 		Type:        unix.PERF_TYPE_SOFTWARE,
@@ -38,6 +40,7 @@ func Open(cpu int, w Wakeup) (int, error) {
 		Config:      unix.PERF_COUNT_SW_BPF_OUTPUT,
 		Sample:      1, // sample_period: every output is a sample
 		Sample_type: unix.PERF_SAMPLE_RAW,
+		Read_format: unix.PERF_FORMAT_TOTAL_TIME_ENABLED,
 		Bits:        unix.PerfBitDisabled,
 		Wakeup:      w.Events,
 	}
@@ -78,6 +81,34 @@ func Disable(fd int) error {
 		return fmt.Errorf("PERF_EVENT_IOC_DISABLE fd %d: %w", fd, err)
 	}
 	return nil
+}
+
+// Redirect makes the event fd write its records into the ring of the event
+// to (PERF_EVENT_IOC_SET_OUTPUT), so that a new event can feed a ring that is
+// already mapped. Both must be on the same CPU, and fd must not be mapped.
+func Redirect(fd, to int) error {
+	if err := unix.IoctlSetInt(fd, unix.PERF_EVENT_IOC_SET_OUTPUT, to); err != nil {
+		return fmt.Errorf("PERF_EVENT_IOC_SET_OUTPUT fd %d to fd %d: %w", fd, to, err)
+	}
+	return nil
+}
+
+// TimeEnabled returns the nanoseconds an event opened by Open has been
+// enabled. The kernel stops the clock when it takes the event off its CPU
+// for good: when the CPU goes offline, the event leaves the CPU's context
+// and does not come back when the CPU does (kernel/events/core.c,
+// __perf_event_exit_context). An enabled event whose time stands still
+// across two reads is therefore dead: outputs to it fail.
+func TimeEnabled(fd int) (uint64, error) {
+	var b [16]byte // value, time_enabled
+	n, err := unix.Read(fd, b[:])
+	if err != nil {
+		return 0, fmt.Errorf("read perf event fd %d: %w", fd, err)
+	}
+	if n != len(b) {
+		return 0, fmt.Errorf("read perf event fd %d: %d bytes, want %d", fd, n, len(b))
+	}
+	return binary.NativeEndian.Uint64(b[8:]), nil
 }
 
 // onlineFile lists the online CPUs, as "0-3,5".
