@@ -191,10 +191,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Results, error) 
 	}
 
 	if cfg.LatencyRate > 0 {
-		for _, name := range latencyConsumers(cfg.Consumers) {
-			var samples []int64
-			records := 0
-			for run := range cfg.Runs {
+		names := latencyConsumers(cfg.Consumers)
+		samples := map[string][]int64{}
+		records := map[string]int{}
+		for run := range cfg.Runs {
+			for _, name := range names { // alternately, as above
 				step(fmt.Sprintf("latency at %d records/s: %s, run %d", cfg.LatencyRate, name, run+1))
 				m, err := measure(ctx, cfg, scenario{
 					wakeup: Default, size: cfg.LatencySize, batch: 1, consumer: name,
@@ -203,12 +204,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Results, error) 
 				if err != nil {
 					return nil, fmt.Errorf("latency, %s: %w", name, err)
 				}
-				samples = append(samples, m.latencies...)
-				records += int(m.consumed)
+				samples[name] = append(samples[name], m.latencies...)
+				records[name] += int(m.consumed)
 			}
+		}
+		for _, name := range names {
 			res.Latency = append(res.Latency, LatencyResult{
 				Consumer: name, Rate: cfg.LatencyRate, Size: cfg.LatencySize,
-				Records: records, Latency: percentiles(samples), Checked: true,
+				Records: records[name], Latency: percentiles(samples[name]), Checked: true,
 			})
 		}
 	}
