@@ -299,7 +299,7 @@ func (m *Manager) add(kr *kernelRing, mapFD int, fn Callback) (*Ring, error) {
 		kr.commitEvery = uintptr(m.commitEvery)
 	}
 	r := &Ring{m: m, index: len(old), mapFD: mapFD, fn: fn, kr: kr}
-	if err := m.register([]source{r}, []int{kr.fd}); err != nil {
+	if err := m.register([]source{r}, []int{kr.FD}); err != nil {
 		kr.close()
 		return nil, err
 	}
@@ -766,7 +766,7 @@ func (r *Ring) MapFD() int { return r.mapFD }
 
 // Size returns the size of the ring's data area in bytes: the map's
 // max_entries.
-func (r *Ring) Size() int { return r.kr.size }
+func (r *Ring) Size() int { return r.kr.Size }
 
 // ConsumerPos returns the ring's consumer position: the count of bytes
 // consumed since the map was created, by this and any earlier consumer.

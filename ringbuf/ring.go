@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/bpfring/bpfring/internal/ringmap"
 )
 
-// The record header is 8 bytes: a 32-bit length word, then 32 bits that the
-// consumer ignores (include/uapi/linux/bpf.h, BPF_RINGBUF_*).
+// The record header (see package ringmap).
 const (
-	busyBit    = 1 << 31 // BPF_RINGBUF_BUSY_BIT: reserved, not committed yet
-	discardBit = 1 << 30 // BPF_RINGBUF_DISCARD_BIT: committed, to be skipped
-	headerSize = 8       // BPF_RINGBUF_HDR_SZ
+	busyBit    = ringmap.BusyBit
+	discardBit = ringmap.DiscardBit
+	headerSize = ringmap.HeaderSize
 )
 
 // ErrCorrupt means the ring's positions or a record header are impossible:

@@ -8,11 +8,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bpfring/bpfring/internal/bpf"
+	"github.com/bpfring/bpfring/internal/ringmap"
 )
 
 // Map is a BPF map: anything with an FD method, such as *ebpf.Map from
@@ -66,9 +64,9 @@ type Producer struct {
 
 	mu sync.Mutex // serializes reservations: only its holder moves the producer position
 
-	fd      int    // our duplicate of the map fd, owned
-	consMem []byte // consumer page, read-only
-	dataMem []byte // producer page and the doubled data area, read-write
+	// The map, mapped: the consumer page read-only, the producer page and
+	// the data area writable (ringbuf_map_mmap_user).
+	mapping *ringmap.Mapping
 
 	// refs counts calls in progress and outstanding records; the memory is
 	// released when it drops to 0 after Close (then it becomes dead), so
@@ -88,53 +86,18 @@ func New(m Map) (*Producer, error) {
 	if m == nil {
 		return nil, fmt.Errorf("userringbuf: nil map: %w", os.ErrInvalid)
 	}
-	fd := m.FD()
-	info, err := bpf.MapInfoByFD(fd)
+	mapping, err := ringmap.Open(m.FD(), bpf.UserRingBuf, ErrMapType, "userringbuf")
 	if err != nil {
-		return nil, fmt.Errorf("userringbuf: %w", err)
+		return nil, err
 	}
-	if info.Type != bpf.UserRingBuf {
-		return nil, fmt.Errorf("%w: map %q (id %d) is of type %s, want %s",
-			ErrMapType, info.Name, info.ID, info.Type, bpf.UserRingBuf)
-	}
-	size := int(info.MaxEntries)
-	page := os.Getpagesize()
-	// The kernel guarantees a power of two and a multiple of the page size;
-	// check anyway, since the position arithmetic depends on it.
-	if size <= 0 || size&(size-1) != 0 || size%page != 0 || size > (math.MaxInt-page)/2 {
-		return nil, fmt.Errorf("%w: map %q has unusable size %d", ErrMapType, info.Name, size)
-	}
-
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("userringbuf: dup fd %d: %w", fd, err)
-	}
-	p := &Producer{fd: dup, done: make(chan struct{})}
-	// The kernel's permissions for a user ring buffer (ringbuf_map_mmap_user)
-	// are the reverse of a ring buffer's: the consumer page, which the BPF
-	// side advances, is read-only; the producer page and the data area,
-	// mapped twice in a row, are writable.
-	p.consMem, err = unix.Mmap(dup, 0, page, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		p.free()
-		return nil, fmt.Errorf("userringbuf: mmap consumer page of map %q: %w", info.Name, err)
-	}
-	p.dataMem, err = unix.Mmap(dup, int64(page), page+2*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		p.free()
-		return nil, fmt.Errorf("userringbuf: mmap data of map %q: %w", info.Name, err)
-	}
-	p.ring = newRing(
-		(*uintptr)(unsafe.Pointer(&p.consMem[0])),
-		(*uintptr)(unsafe.Pointer(&p.dataMem[0])),
-		p.dataMem[page:],
-	)
+	p := &Producer{mapping: mapping, done: make(chan struct{})}
+	p.ring = newRing(mapping.Cons, mapping.Prod, mapping.Data)
 	// A pinned map keeps its positions from an earlier producer: check them.
 	if err := p.check(); err != nil {
 		p.free()
 		return nil, err
 	}
-	if err := p.waiter.init(dup); err != nil {
+	if err := p.waiter.init(mapping.FD); err != nil {
 		p.free()
 		return nil, fmt.Errorf("userringbuf: %w", err)
 	}
@@ -310,15 +273,7 @@ func (p *Producer) exit(k int64) error {
 
 // free unmaps the ring and closes the duplicated fd.
 func (p *Producer) free() error {
-	var errs []error
-	for _, mem := range [][]byte{p.consMem, p.dataMem} {
-		if mem != nil {
-			errs = append(errs, unix.Munmap(mem))
-		}
-	}
-	p.consMem, p.dataMem = nil, nil
-	errs = append(errs, p.waiter.close(), unix.Close(p.fd))
-	return errors.Join(errs...)
+	return errors.Join(p.waiter.close(), p.mapping.Close())
 }
 
 // checkLen checks a requested record size.

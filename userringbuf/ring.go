@@ -5,15 +5,16 @@ import (
 	"fmt"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/bpfring/bpfring/internal/ringmap"
 )
 
-// The record header is 8 bytes: a 32-bit length word, then 32 bits the
-// kernel ignores for a user ring buffer (include/uapi/linux/bpf.h,
-// BPF_RINGBUF_*; __bpf_user_ringbuf_peek reads only the length word).
+// The record header (package ringmap): the kernel reads only its length
+// word for a user ring buffer (__bpf_user_ringbuf_peek).
 const (
-	busyBit    = 1 << 31 // BPF_RINGBUF_BUSY_BIT: reserved, not committed yet
-	discardBit = 1 << 30 // BPF_RINGBUF_DISCARD_BIT: committed, to be skipped
-	headerSize = 8       // BPF_RINGBUF_HDR_SZ
+	busyBit    = ringmap.BusyBit
+	discardBit = ringmap.DiscardBit
+	headerSize = ringmap.HeaderSize
 )
 
 // bigEndian says where the length word sits in the 64-bit header.
