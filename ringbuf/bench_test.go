@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	ciliumringbuf "github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/bpfring/bpfring/internal/testprog"
 	"github.com/bpfring/bpfring/ringbuf"
@@ -98,7 +96,10 @@ func benchRead(b *testing.B, size int, reader benchReader) {
 	rb := testprog.NewRingBuf(b, 4<<20)
 	prod := testprog.NewProducer(b, testprog.Spec{Ring: rb, Size: size, Batch: 100})
 	read := reader.setup(b, rb)
-	restore := pinThread(b, 0)
+	restore, err := testprog.PinThread(0)
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer restore()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -127,22 +128,4 @@ func benchRead(b *testing.B, size int, reader benchReader) {
 	b.ReportMetric(float64(got)/elapsed, "records/s")
 	b.ReportMetric(elapsed*1e9/float64(got), "ns/record")
 	b.ReportMetric(100*float64(counts.Dropped)/float64(counts.Submitted+counts.Dropped), "%dropped")
-}
-
-// pinThread locks the calling goroutine to its thread and pins that to cpu.
-func pinThread(b *testing.B, cpu int) (restore func()) {
-	runtime.LockOSThread()
-	var old, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		b.Fatal(err)
-	}
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		if unix.SchedSetaffinity(0, &old) == nil {
-			runtime.UnlockOSThread()
-		}
-	}
 }

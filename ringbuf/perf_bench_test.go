@@ -3,12 +3,9 @@ package ringbuf_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bpfring/bpfring/internal/testprog"
 	"github.com/bpfring/bpfring/ringbuf"
@@ -87,7 +84,10 @@ func benchPerfVsRing(b *testing.B, perf, sampled bool, batch int) {
 	if sampled {
 		timeout = time.Millisecond
 	}
-	restore := pinBenchThread(b, 0)
+	restore, err := testprog.PinThread(0)
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer restore()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -119,23 +119,4 @@ func benchPerfVsRing(b *testing.B, perf, sampled bool, batch int) {
 	counts := prod.Counts(b)
 	b.ReportMetric(float64(got)/elapsed, "records/s")
 	b.ReportMetric(100*float64(counts.Dropped)/float64(max(1, counts.Submitted+counts.Dropped)), "%lost")
-}
-
-// pinBenchThread locks the calling goroutine to its thread and pins that to
-// cpu, so that producer and consumer each have a CPU.
-func pinBenchThread(b *testing.B, cpu int) (restore func()) {
-	runtime.LockOSThread()
-	var old, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		b.Fatal(err)
-	}
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		if unix.SchedSetaffinity(0, &old) == nil {
-			runtime.UnlockOSThread()
-		}
-	}
 }

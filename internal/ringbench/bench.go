@@ -18,6 +18,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfring/bpfring/internal/testprog"
 )
 
 // Wake-up policies, as the -wakeups flag takes them.
@@ -324,7 +326,7 @@ func measure(ctx context.Context, cfg Config, sc scenario) (measurement, error) 
 	consumerDone := make(chan outcome, 1)
 	cpuAtStart := make(chan time.Duration, 1)
 	go func() {
-		restore, err := pinThread(cfg.ConsumerCPU)
+		restore, err := testprog.PinThread(cfg.ConsumerCPU)
 		if err != nil {
 			cpuAtStart <- 0
 			consumerDone <- outcome{err: err}
@@ -379,27 +381,6 @@ func measure(ctx context.Context, cfg Config, sc scenario) (measurement, error) 
 		m.consumed = m.produced
 	}
 	return m, nil
-}
-
-// pinThread locks the goroutine to its thread and pins the thread to cpu.
-func pinThread(cpu int) (restore func(), err error) {
-	runtime.LockOSThread()
-	var old, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("get CPU affinity: %w", err)
-	}
-	set.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("pin to CPU %d: %w", cpu, err)
-	}
-	return func() {
-		// On failure the thread stays locked, and the runtime discards it.
-		if unix.SchedSetaffinity(0, &old) == nil {
-			runtime.UnlockOSThread()
-		}
-	}, nil
 }
 
 // threadCPU returns the calling thread's user and system CPU time.

@@ -69,7 +69,7 @@ func newProducer(rb *ebpf.Map, cfg Config, sc scenario) (*producer, error) {
 
 // produce runs on a thread pinned to cpu until stop is set.
 func (p *producer) produce(cpu int, stop *atomic.Bool) error {
-	restore, err := pinThread(cpu)
+	restore, err := testprog.PinThread(cpu)
 	if err != nil {
 		return err
 	}

@@ -281,32 +281,38 @@ func testRun(fd int, repeat uint32, ctx *skbContext) error {
 // goroutine other than the test's ends only that goroutine.
 func (p *Producer) RunOnCPU(tb testing.TB, cpu, runs int) {
 	tb.Helper()
+	restore, err := PinThread(cpu)
+	if err != nil {
+		tb.Fatalf("testprog: %v", err)
+	}
+	defer restore()
+	p.Run(tb, runs)
+}
+
+// PinThread locks the calling goroutine to its OS thread and pins the thread
+// to cpu. restore gives the thread its former affinity back and unlocks it;
+// should that fail, the thread stays locked, so that the runtime discards it
+// with its wrong affinity when the goroutine exits.
+func PinThread(cpu int) (restore func(), err error) {
+	var old, set unix.CPUSet
+	if cpu < 0 || cpu >= len(set)*64 {
+		return nil, fmt.Errorf("CPU %d out of range", cpu)
+	}
 	runtime.LockOSThread()
-	var old unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil {
 		runtime.UnlockOSThread()
-		tb.Fatalf("testprog: get CPU affinity: %v", err)
-	}
-	var set unix.CPUSet
-	if cpu < 0 || cpu >= len(set)*64 {
-		runtime.UnlockOSThread()
-		tb.Fatalf("testprog: CPU %d out of range", cpu)
+		return nil, fmt.Errorf("get CPU affinity: %w", err)
 	}
 	set.Set(cpu)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
 		runtime.UnlockOSThread()
-		tb.Fatalf("testprog: pin thread to CPU %d: %v", cpu, err)
+		return nil, fmt.Errorf("pin thread to CPU %d: %w", cpu, err)
 	}
-	defer func() {
-		if err := unix.SchedSetaffinity(0, &old); err != nil {
-			// Keep the thread locked: the runtime then discards it with
-			// its wrong affinity when the goroutine exits.
-			tb.Errorf("testprog: restore CPU affinity: %v", err)
-			return
+	return func() {
+		if unix.SchedSetaffinity(0, &old) == nil {
+			runtime.UnlockOSThread()
 		}
-		runtime.UnlockOSThread()
-	}()
-	p.Run(tb, runs)
+	}, nil
 }
 
 // PerCPU returns the program's counters for each possible CPU.
