@@ -1,9 +1,7 @@
 package ringbuf_test
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -84,39 +82,12 @@ func benchPerfVsRing(b *testing.B, perf, sampled bool, batch int) {
 	if sampled {
 		timeout = time.Millisecond
 	}
-	restore, err := testprog.PinThread(0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer restore()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			prod.RunOnCPU(b, 1, 10000/batch)
-		}
-	})
-	b.ReportAllocs()
-	b.ResetTimer()
-	got := 0
-	for got < b.N {
+	measureReader(b, prod, 10000/batch, func() (int, error) {
 		n, err := m.Poll(timeout)
 		if err == nil && n == 0 && sampled {
 			// A timeout: read what came without a wake-up.
 			n, err = m.Consume()
 		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		got += n
-	}
-	b.StopTimer()
-	cancel()
-	wg.Wait()
-
-	elapsed := b.Elapsed().Seconds()
-	counts := prod.Counts(b)
-	b.ReportMetric(float64(got)/elapsed, "records/s")
-	b.ReportMetric(100*float64(counts.Dropped)/float64(max(1, counts.Submitted+counts.Dropped)), "%lost")
+		return n, err
+	})
 }
