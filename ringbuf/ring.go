@@ -40,12 +40,19 @@ type ring struct {
 	commitEvery uintptr
 }
 
+// defaultCommitEvery is the default commit interval within a batch: often
+// enough that a producer with sampled wake-ups (forced once a threshold of
+// bytes waits, commonly a few hundred KiB) sees the ring empty as it is
+// read, rarely enough to cost nothing per record (see docs/performance.md).
+const defaultCommitEvery = 64 << 10
+
 // newRing builds a ring over the given memory. data must hold the data area
 // twice (2*size bytes, size a power of two) and be 8-byte aligned. It stores
-// the consumer position once per batch and every quarter of the ring.
+// the consumer position once per batch and every 64 KiB or quarter ring,
+// whichever is smaller.
 func newRing(cons, prod *uintptr, data []byte) ring {
 	size := uintptr(len(data) / 2)
-	return ring{cons: cons, prod: prod, data: data, mask: size - 1, commitEvery: max(size/4, 1)}
+	return ring{cons: cons, prod: prod, data: data, mask: size - 1, commitEvery: max(min(size/4, defaultCommitEvery), 1)}
 }
 
 func (r *ring) size() uintptr { return r.mask + 1 }
