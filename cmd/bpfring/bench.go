@@ -33,6 +33,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.SampleBytes, "sample", cfg.SampleBytes, "bytes waiting at which the sampled policy forces a wake-up")
 	fs.IntVar(&cfg.LatencyRate, "latency-rate", cfg.LatencyRate, "paced producer rate for the latency runs, records/s (0 skips them)")
 	fs.IntVar(&cfg.LatencySize, "latency-size", cfg.LatencySize, "record size for the latency runs (at least 24)")
+	fs.DurationVar(&cfg.BusySpin, "busy-spin", cfg.BusySpin, "how long the busypoll consumer spins before it sleeps")
 	fs.IntVar(&cfg.ProducerCPU, "producer-cpu", cfg.ProducerCPU, "CPU the producer is pinned to")
 	fs.IntVar(&cfg.ConsumerCPU, "consumer-cpu", cfg.ConsumerCPU, "CPU the consumer is pinned to")
 	format := fs.String("o", "table", "output format: table, csv or json")

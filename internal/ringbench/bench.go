@@ -48,6 +48,8 @@ type Config struct {
 	// the latency measurements (0 skips them); LatencySize their size.
 	LatencyRate int
 	LatencySize int
+	// BusySpin is how long the busy-poll consumer spins before it sleeps.
+	BusySpin time.Duration
 	// ProducerCPU and ConsumerCPU pin the two sides.
 	ProducerCPU, ConsumerCPU int
 }
@@ -66,6 +68,7 @@ func DefaultConfig() Config {
 		SampleBytes: 256 << 10,
 		LatencyRate: 100_000,
 		LatencySize: 64,
+		BusySpin:    50 * time.Microsecond,
 		ProducerCPU: 1,
 		ConsumerCPU: 0,
 	}
@@ -238,6 +241,8 @@ func (cfg Config) validate() error {
 		return fmt.Errorf("latency rate %d: want 0 or more", cfg.LatencyRate)
 	case cfg.LatencyRate > 0 && cfg.LatencySize < 24:
 		return fmt.Errorf("latency size %d: want at least 24 bytes, the record's timestamp ends at byte 24", cfg.LatencySize)
+	case cfg.BusySpin <= 0:
+		return fmt.Errorf("busy spin %v: want a positive duration", cfg.BusySpin)
 	case cfg.ProducerCPU == cfg.ConsumerCPU:
 		return fmt.Errorf("producer and consumer on the same CPU %d", cfg.ProducerCPU)
 	}

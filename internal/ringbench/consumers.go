@@ -50,9 +50,6 @@ const slice = 20 * time.Millisecond
 // the consumer's CPU for every record and slows the producer down.
 const consumeIdle = 100 * time.Microsecond
 
-// busyPollSpin is the busy-poll consumer's spin time before it sleeps.
-const busyPollSpin = 50 * time.Microsecond
-
 // consumer reads one ring until stopped.
 type consumer interface {
 	// consume reads until stop is set, then whatever is left in the ring
@@ -88,7 +85,7 @@ func newConsumer(name string, rb *ebpf.Map, cfg Config, sc scenario, rec func([]
 		var opts []ringbuf.Option
 		switch name {
 		case BusyPoll:
-			opts = append(opts, ringbuf.WithBusyPoll(busyPollSpin))
+			opts = append(opts, ringbuf.WithBusyPoll(cfg.BusySpin))
 		case PollEager:
 			opts = append(opts, ringbuf.WithBatchDelay(0))
 		case PollCommit1:
