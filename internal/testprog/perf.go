@@ -92,14 +92,8 @@ func (s Spec) perfProgram(m maps) asm.Instructions {
 			asm.Mov.Imm(asm.R5, int32(s.Size)),
 			asm.FnPerfEventOutput.Call(),
 			asm.JNE.Imm(asm.R0, 0, dropLabel(i)),
-			asm.Mov.Reg(asm.R1, rSeq),
-			asm.Add.Imm(asm.R1, 1),
-			asm.StoreMem(rState, offSeq, asm.R1, asm.DWord),
 		)
-		b.increment(offSubmitted)
-		b.emit(asm.Ja.Label(recordLabel(i + 1)))
-		b.mark(dropLabel(i))
-		b.increment(offDropped)
+		b.outputDone(i)
 	}
 	b.mark(recordLabel(s.Batch))
 	b.emit(asm.Mov.Imm(asm.R0, 0), asm.Return())

@@ -211,6 +211,15 @@ func (s Spec) output(b *builder, ring *ebpf.Map, i int) {
 	b.emit(
 		asm.FnRingbufOutput.Call(),
 		asm.JSLT.Imm(asm.R0, 0, dropLabel(i)),
+	)
+	b.outputDone(i)
+}
+
+// outputDone emits the end of record i after an output helper whose failure
+// jumped to dropLabel(i): on success the seq is used up and the record
+// counted as submitted; on failure it is counted as dropped.
+func (b *builder) outputDone(i int) {
+	b.emit(
 		asm.Mov.Reg(asm.R1, rSeq),
 		asm.Add.Imm(asm.R1, 1),
 		asm.StoreMem(rState, offSeq, asm.R1, asm.DWord),
