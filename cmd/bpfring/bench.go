@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -63,7 +64,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	start := time.Now()
-	res, err := ringbench.Run(ctx, cfg, stderr)
+	// The progress line redraws itself with \r: on a terminal only, so
+	// that a log does not get one line per measurement.
+	progress := io.Discard
+	if isTerminal(stderr) {
+		progress = stderr
+	} else {
+		fmt.Fprintln(stderr, "measuring; the progress line shows on a terminal")
+	}
+	res, err := ringbench.Run(ctx, cfg, progress)
 	if err != nil {
 		return err
 	}
@@ -77,6 +86,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stderr, "done in %v; every run checked consumed + dropped == produced\n", time.Since(start).Round(time.Second))
 	return nil
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func parseInts(s string) ([]int, error) {

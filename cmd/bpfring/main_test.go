@@ -128,6 +128,10 @@ func TestUsage(t *testing.T) {
 		{"top negative n", []string{"top", "-n", "-1"}, usage(false), 2, "-n -1 is negative"},
 		{"cat help", []string{"cat", "-h"}, help, 0, "Usage: bpfring cat [flags] MAP"},
 		{"top zero interval", []string{"top", "-interval", "0s"}, usage(false), 2, "-interval 0s is not positive"},
+		{"bench help", []string{"bench", "-h"}, help, 0, "Usage: bpfring bench"},
+		{"bench argument", []string{"bench", "x"}, usage(false), 2, "bench takes no arguments"},
+		{"bench bad sizes", []string{"bench", "-sizes", "8,x"}, usage(false), 2, `-sizes: "x" is not a positive number`},
+		{"bench bad format", []string{"bench", "-o", "xml"}, usage(false), 2, `-o "xml": want table, csv or json`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
