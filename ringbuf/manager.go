@@ -391,7 +391,10 @@ func (m *Manager) poll(ctx context.Context, timeout time.Duration) (int, error) 
 		if timeout > 0 {
 			delay = min(delay, time.Until(deadline))
 		}
-		nanosleep(delay)
+		// In slices, so that Close and ctx end a long delay promptly.
+		for end := time.Now().Add(delay); delay > 0 && !m.closed.Load() && ctx.Err() == nil; delay = time.Until(end) {
+			nanosleep(min(delay, time.Millisecond))
+		}
 	}
 	if m.busyPoll > 0 && timeout != 0 {
 		if n, err, done := m.spin(ctx, deadline); done {

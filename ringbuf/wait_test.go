@@ -1,6 +1,7 @@
 package ringbuf
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -179,5 +180,34 @@ func TestBatchDelay(t *testing.T) {
 	}
 	if c.count() != 1300 {
 		t.Fatalf("%d records delivered", c.count())
+	}
+
+	// Close and a cancelled context end a long delay.
+	for _, end := range []string{"Close", "cancel"} {
+		m := newManager(t, rb, c.callback, WithBatchDelay(delay))
+		prod.RunOnCPU(t, 0, 3)
+		if n, err := m.Poll(hang); n < 256 || err != nil { // arms the delay
+			t.Fatalf("Poll: %d, %v", n, err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		time.Sleep(20 * time.Millisecond)
+		want := context.Canceled
+		if end == "Close" {
+			m.Close()
+			want = os.ErrClosed
+		} else {
+			cancel()
+		}
+		select {
+		case err := <-done:
+			if !errors.Is(err, want) {
+				t.Fatalf("Run ended by %s: %v", end, err)
+			}
+		case <-time.After(hang):
+			t.Fatalf("%s did not end a Run sleeping its batch delay", end)
+		}
+		cancel()
 	}
 }
