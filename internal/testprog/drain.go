@@ -307,26 +307,8 @@ func (d *Drainer) Drain(tb testing.TB) int {
 
 // run test-runs the program once and returns its return value.
 func (d *Drainer) run() (int32, error) {
-	attr := struct {
-		progFD, retval, dataSizeIn, dataSizeOut uint32
-		dataIn, dataOut                         uint64
-		repeat, duration, ctxSizeIn, ctxSizeOut uint32
-		ctxIn, ctxOut                           uint64
-		flags, cpu, batchSize, _                uint32
-	}{
-		progFD:     uint32(d.prog.FD()),
-		dataSizeIn: uint32(len(packet)),
-		dataIn:     uint64(uintptr(unsafe.Pointer(&packet[0]))),
-		repeat:     1,
-		ctxSizeIn:  uint32(unsafe.Sizeof(drainContext)),
-		ctxIn:      uint64(uintptr(unsafe.Pointer(&drainContext))),
-	}
-	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN,
-		uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int32(attr.retval), nil
+	ret, err := testRun(d.prog.FD(), 1, &drainContext)
+	return int32(ret), err
 }
 
 // Counts returns the program's counters, summed over all CPUs. A Drainer

@@ -230,7 +230,7 @@ func (p *Producer) Produce(runs int) error {
 	}
 	for left := uint64(runs); left > 0; {
 		repeat := uint32(min(left, math.MaxUint32))
-		err := testRun(p.prog.FD(), repeat, &slotContexts[slot])
+		_, err := testRun(p.prog.FD(), repeat, &slotContexts[slot])
 		switch {
 		case err == nil:
 			left -= uint64(repeat)
@@ -248,8 +248,9 @@ func (p *Producer) Produce(runs int) error {
 }
 
 // testRun issues BPF_PROG_TEST_RUN for the program fd with the package's
-// packet as data and ctx as context.
-func testRun(fd int, repeat uint32, ctx *skbContext) error {
+// packet as data and ctx as context, and returns the program's return value
+// (of the last run).
+func testRun(fd int, repeat uint32, ctx *skbContext) (uint32, error) {
 	// The test member of union bpf_attr. Pointers are passed as integers:
 	// packet and slotContexts are globals, which never move.
 	attr := struct {
@@ -269,9 +270,9 @@ func testRun(fd int, repeat uint32, ctx *skbContext) error {
 	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN,
 		uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
 	if errno != 0 {
-		return errno
+		return 0, errno
 	}
-	return nil
+	return attr.retval, nil
 }
 
 // RunOnCPU runs the program exactly runs times on the given CPU: it locks the
