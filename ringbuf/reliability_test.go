@@ -9,7 +9,6 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,42 +157,6 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-// signalStorm sends SIGURG (the runtime's own preemption signal, so
-// harmless) to the thread tid and to the whole process every interval until
-// stop is called, and returns how many it sent. A signal makes a blocking
-// epoll_wait on that thread return EINTR.
-func signalStorm(t *testing.T, tid int, interval time.Duration) (stop func() int64) {
-	var sent atomic.Int64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		pid := unix.Getpid()
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				if err := unix.Tgkill(pid, tid, unix.SIGURG); err != nil {
-					t.Error(err)
-					return
-				}
-				if err := unix.Kill(pid, unix.SIGURG); err != nil {
-					t.Error(err)
-					return
-				}
-				sent.Add(2)
-			}
-		}
-	})
-	return func() int64 {
-		close(done)
-		wg.Wait()
-		return sent.Load()
-	}
-}
-
 // onLockedThread runs fn on a goroutine locked to its thread and returns
 // the thread's id at once, and a channel that yields fn's error.
 func onLockedThread(fn func() error) (tid int, result chan error) {
@@ -229,7 +192,7 @@ func TestSignals(t *testing.T) {
 			}
 			return nil
 		})
-		stop := signalStorm(t, tid, 100*time.Microsecond)
+		stop := testprog.SignalStorm(t, tid, 100*time.Microsecond)
 		err := <-result
 		signals += stop()
 		if err != nil {
@@ -244,7 +207,7 @@ func TestSignals(t *testing.T) {
 			}
 			return nil
 		})
-		stop := signalStorm(t, tid, 100*time.Microsecond)
+		stop := testprog.SignalStorm(t, tid, 100*time.Microsecond)
 		time.Sleep(100 * time.Millisecond)
 		prod.RunOnCPU(t, 0, 1)
 		err := <-result
@@ -256,7 +219,7 @@ func TestSignals(t *testing.T) {
 	t.Run("reading through the storm", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		tid, result := onLockedThread(func() error { return m.Run(ctx) })
-		stop := signalStorm(t, tid, 100*time.Microsecond)
+		stop := testprog.SignalStorm(t, tid, 100*time.Microsecond)
 		var wg sync.WaitGroup
 		for cpu := range 2 {
 			wg.Go(func() { prod.RunOnCPU(t, cpu, 20_000) })

@@ -2,13 +2,13 @@ package epoll
 
 import (
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfring/bpfring/internal/leakcheck"
+	"github.com/bpfring/bpfring/internal/testprog"
 )
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
@@ -73,27 +73,12 @@ func TestWaitKeepsTimeoutUnderSignals(t *testing.T) {
 	p := newPoller(t)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	pid, tid := unix.Getpid(), unix.Gettid()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	sent := 0
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(100 * time.Microsecond):
-				unix.Tgkill(pid, tid, unix.SIGURG) // the runtime's preemption signal
-				sent++
-			}
-		}
-	})
+	stop := testprog.SignalStorm(t, unix.Gettid(), 100*time.Microsecond)
 	const timeout = 200 * time.Millisecond
 	start := time.Now()
 	n, err := p.Wait(make([]unix.EpollEvent, 1), timeout)
 	elapsed := time.Since(start)
-	close(done)
-	wg.Wait()
+	sent := stop()
 	if n != 0 || err != nil {
 		t.Fatalf("Wait: %d, %v", n, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,37 +244,16 @@ func TestRunExactUnderSignals(t *testing.T) {
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	pid, tid := unix.Getpid(), unix.Gettid()
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var sent atomic.Int64
-	wg.Go(func() {
-		tick := time.NewTicker(200 * time.Microsecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				// SIGURG: the runtime's preemption signal, harmless when unexpected.
-				if err := unix.Tgkill(pid, tid, unix.SIGURG); err != nil {
-					t.Error(err)
-					return
-				}
-				sent.Add(1)
-			}
-		}
-	})
+	stop := testprog.SignalStorm(t, unix.Gettid(), 200*time.Microsecond)
 	const runs = 3_000_000
 	p.Run(t, runs)
-	close(done)
-	wg.Wait()
+	sent := stop()
 
 	c := p.Counts(t)
 	if c.Submitted+c.Discarded+c.Dropped != runs {
 		t.Fatalf("counts %+v add up to %d attempts, want %d", c, c.Submitted+c.Discarded+c.Dropped, runs)
 	}
-	t.Logf("%d signals sent during the runs; counts %+v", sent.Load(), c)
+	t.Logf("%d signals sent during the runs; counts %+v", sent, c)
 	verify(t, spec, drain(t, spec.Ring, spec), p.PerCPU(t))
 }
 
