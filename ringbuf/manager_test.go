@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,39 +181,64 @@ func TestDiscard(t *testing.T) {
 	}
 }
 
+// TestCallbackError fails the callback on two records, of a ring buffer and
+// of a perf buffer: the error comes back wrapped with the failing ring's
+// name, the failing record counts as consumed, and the next call goes on
+// after it.
 func TestCallbackError(t *testing.T) {
-	rb := testprog.NewRingBuf(t, 4096)
-	spec := testprog.Spec{Ring: rb, Size: 16}
-	errStop := errors.New("stop here")
-	var seqs []uint64
-	m := newManager(t, rb, func(data []byte) error {
-		rec, err := spec.Check(data)
-		if err != nil {
-			return err
-		}
-		seqs = append(seqs, rec.Seq)
-		if rec.Seq == 3 || rec.Seq == 6 {
-			return errStop
-		}
-		return nil
-	})
-	testprog.NewProducer(t, spec).RunOnCPU(t, 0, 10)
+	for _, kind := range []struct {
+		name string
+		// open returns a manager reading one ring with fn, a function that
+		// produces 10 records of spec's size on CPU 0, and spec's check.
+		open func(t *testing.T, size int, fn Callback) (*Manager, func(), func([]byte) (testprog.Record, error))
+		ring string // how errors name the ring
+	}{
+		{"ring buffer", func(t *testing.T, size int, fn Callback) (*Manager, func(), func([]byte) (testprog.Record, error)) {
+			spec := testprog.Spec{Ring: testprog.NewRingBuf(t, 4096), Size: size}
+			prod := testprog.NewProducer(t, spec)
+			return newManager(t, spec.Ring, fn), func() { prod.RunOnCPU(t, 0, 10) }, spec.Check
+		}, "ring 0"},
+		{"perf buffer", func(t *testing.T, size int, fn Callback) (*Manager, func(), func([]byte) (testprog.Record, error)) {
+			spec := testprog.Spec{Ring: testprog.NewPerfEventArray(t, 0), Size: size}
+			prod := testprog.NewPerfProducer(t, spec)
+			m, _ := newPerfManager(t, spec.Ring, fn)
+			return m, func() { prod.RunOnCPU(t, 0, 10) }, spec.CheckPerf
+		}, "perf map 0: cpu 0"},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			errStop := errors.New("stop here")
+			var seqs []uint64
+			var check func([]byte) (testprog.Record, error)
+			m, produce, check := kind.open(t, 16, func(data []byte) error {
+				rec, err := check(data)
+				if err != nil {
+					return err
+				}
+				seqs = append(seqs, rec.Seq)
+				if rec.Seq == 3 || rec.Seq == 6 {
+					return errStop
+				}
+				return nil
+			})
+			produce()
 
-	n, err := m.Consume()
-	if !errors.Is(err, errStop) || n != 4 {
-		t.Fatalf("Consume: n=%d err=%v, want 4 records and the callback's error", n, err)
-	}
-	// The failing record counts as consumed: the next call goes on after it.
-	n, err = m.Poll(hang)
-	if !errors.Is(err, errStop) || n != 3 {
-		t.Fatalf("Poll: n=%d err=%v, want 3 records and the callback's error", n, err)
-	}
-	n, err = m.Consume()
-	if err != nil || n != 3 {
-		t.Fatalf("Consume after the errors: n=%d err=%v, want 3", n, err)
-	}
-	if want := []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(seqs, want) {
-		t.Fatalf("delivered seqs %v, want %v", seqs, want)
+			n, err := m.Consume()
+			if !errors.Is(err, errStop) || n != 4 || !strings.Contains(err.Error(), kind.ring) {
+				t.Fatalf("Consume: n=%d err=%v, want 4 records and the callback's error naming %q", n, err, kind.ring)
+			}
+			// The failing record counts as consumed: the next call goes on after it.
+			n, err = m.Poll(hang)
+			if !errors.Is(err, errStop) || n != 3 {
+				t.Fatalf("Poll: n=%d err=%v, want 3 records and the callback's error", n, err)
+			}
+			n, err = m.Consume()
+			if err != nil || n != 3 {
+				t.Fatalf("Consume after the errors: n=%d err=%v, want 3", n, err)
+			}
+			if want := []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(seqs, want) {
+				t.Fatalf("delivered seqs %v, want %v", seqs, want)
+			}
+		})
 	}
 }
 

@@ -290,42 +290,6 @@ func TestMixedManager(t *testing.T) {
 	}
 }
 
-func TestPerfCallbackError(t *testing.T) {
-	events := testprog.NewPerfEventArray(t, 0)
-	spec := testprog.Spec{Ring: events, Size: 16}
-	errStop := errors.New("stop here")
-	var seqs []uint64
-	m, _ := newPerfManager(t, events, func(data []byte) error {
-		rec, err := spec.CheckPerf(data)
-		if err != nil {
-			return err
-		}
-		seqs = append(seqs, rec.Seq)
-		if rec.Seq == 3 || rec.Seq == 6 {
-			return errStop
-		}
-		return nil
-	})
-	testprog.NewPerfProducer(t, spec).RunOnCPU(t, 0, 10)
-
-	n, err := m.Consume()
-	if !errors.Is(err, errStop) || n != 4 || !strings.Contains(err.Error(), "perf map 0: cpu 0") {
-		t.Fatalf("Consume: n=%d err=%v, want 4 records and the callback's error", n, err)
-	}
-	// The failing sample counts as consumed: the next call goes on after it.
-	n, err = m.Poll(hang)
-	if !errors.Is(err, errStop) || n != 3 {
-		t.Fatalf("Poll: n=%d err=%v, want 3 records and the callback's error", n, err)
-	}
-	n, err = m.Consume()
-	if err != nil || n != 3 {
-		t.Fatalf("Consume after the errors: n=%d err=%v, want 3", n, err)
-	}
-	if want := []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}; !slices.Equal(seqs, want) {
-		t.Fatalf("delivered seqs %v, want %v", seqs, want)
-	}
-}
-
 // TestPerfClose closes a manager while a Poll waits on its perf buffer:
 // the Poll returns os.ErrClosed, and the map no longer holds the perf events,
 // so the program's outputs fail instead of going to rings nobody reads.
