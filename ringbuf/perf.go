@@ -57,11 +57,7 @@ func WithPerfWakeupEvents(n int) PerfOption {
 		if n <= 0 || n > 1<<31-1 {
 			return fmt.Errorf("ringbuf: wake-up every %d perf samples: must be positive: %w", n, os.ErrInvalid)
 		}
-		if c.wakeupSet {
-			return fmt.Errorf("ringbuf: WithPerfWakeupEvents and WithPerfWakeupBytes both given: %w", os.ErrInvalid)
-		}
-		c.wakeup, c.wakeupSet = perf.Wakeup{Events: uint32(n)}, true
-		return nil
+		return c.setWakeup(perf.Wakeup{Events: uint32(n)})
 	}
 }
 
@@ -73,12 +69,18 @@ func WithPerfWakeupBytes(n int) PerfOption {
 		if n <= 0 || n > 1<<31-1 {
 			return fmt.Errorf("ringbuf: perf wake-up watermark of %d bytes: must be positive: %w", n, os.ErrInvalid)
 		}
-		if c.wakeupSet {
-			return fmt.Errorf("ringbuf: WithPerfWakeupEvents and WithPerfWakeupBytes both given: %w", os.ErrInvalid)
-		}
-		c.wakeup, c.wakeupSet = perf.Wakeup{Bytes: uint32(n)}, true
-		return nil
+		return c.setWakeup(perf.Wakeup{Bytes: uint32(n)})
 	}
+}
+
+// setWakeup records the wake-up policy; only one of the two options may
+// set it.
+func (c *perfConfig) setWakeup(w perf.Wakeup) error {
+	if c.wakeupSet {
+		return fmt.Errorf("ringbuf: WithPerfWakeupEvents and WithPerfWakeupBytes both given: %w", os.ErrInvalid)
+	}
+	c.wakeup, c.wakeupSet = w, true
+	return nil
 }
 
 // WithPerfLost calls fn with the CPU and the count of every PERF_RECORD_LOST
