@@ -69,7 +69,7 @@ type hotplugMap struct {
 	name   string
 	opts   []PerfOption
 	events *ebpf.Map
-	c      *perfChecker
+	c      *checker
 	prod   *testprog.Producer
 	p      *PerfMap
 	noRing uint64

@@ -17,50 +17,6 @@ import (
 	"github.com/bpfring/bpfring/internal/testprog"
 )
 
-// perfChecker verifies perf samples of one producer spec as they arrive:
-// every byte, the padding, and per-CPU sequence numbers complete and in
-// order. Records shorter than 12 bytes do not say their CPU in full: such
-// samples must come from one CPU.
-type perfChecker struct {
-	t    testing.TB
-	spec testprog.Spec
-	mu   sync.Mutex
-	next map[uint32]uint64 // next expected seq per CPU
-	n    int
-	err  error
-}
-
-func newPerfChecker(t testing.TB, spec testprog.Spec) *perfChecker {
-	return &perfChecker{t: t, spec: spec, next: map[uint32]uint64{}}
-}
-
-func (c *perfChecker) callback(data []byte) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rec, err := c.spec.CheckPerf(data)
-	want := c.next[rec.CPU]
-	// A record shorter than 8 bytes holds the low bytes of its seq only.
-	if err == nil && c.spec.Size < 8 && rec.Seq != want%(1<<(8*c.spec.Size)) || c.spec.Size >= 8 && rec.Seq != want {
-		err = fmt.Errorf("cpu %d: seq %d, want %d", rec.CPU, rec.Seq, want)
-	}
-	c.next[rec.CPU] = want + 1
-	if err != nil && c.err == nil {
-		c.err = fmt.Errorf("sample %d: %w", c.n, err)
-	}
-	c.n++
-	return nil
-}
-
-func (c *perfChecker) count() int {
-	c.t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		c.t.Fatal(c.err)
-	}
-	return c.n
-}
-
 // newPerfManager returns a manager holding the perf buffer pm alone.
 func newPerfManager(t testing.TB, pm Map, fn Callback, opts ...PerfOption) (*Manager, *PerfMap) {
 	t.Helper()
@@ -91,7 +47,7 @@ func TestPerfSampleSizes(t *testing.T) {
 	for _, size := range sizes {
 		spec := testprog.Spec{Ring: events, Size: size}
 		// A checker per CPU: short records do not say their CPU.
-		var c *perfChecker
+		var c *checker
 		checked := 0
 		m, p := newPerfManager(t, events, func(data []byte) error { return c.callback(data) }, WithPerfPages(pages))
 		if got := p.CPUs(); len(got) != 2 {
